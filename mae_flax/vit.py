@@ -1,0 +1,175 @@
+"""vit-pytorch's ViT in Flax NNX: the same function and parameters as mae_torch.ViT, images (b, h, w, c).
+
+Numerics follow torch: exact GELU, LayerNorm eps 1e-5 with the two-pass variance, softmax scale dim_head ** -0.5.
+Parameters are float32; `dtype` is the compute dtype (e.g. jnp.bfloat16).
+"""
+
+import jax
+import jax.numpy as jnp
+from einops import rearrange, repeat
+from flax import nnx
+
+from mae_flax.patchify import check_image, pair, patchify
+
+
+def torch_linear(in_features, out_features, *, use_bias=True, dtype=None, rngs):
+    """nnx.Linear with torch.nn.Linear's default init: weight and bias uniform in +-1/sqrt(in_features)."""
+    bound = in_features**-0.5
+    return nnx.Linear(
+        in_features,
+        out_features,
+        use_bias=use_bias,
+        dtype=dtype,
+        kernel_init=jax.nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform'),
+        bias_init=lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound),
+        rngs=rngs,
+    )
+
+
+def torch_layer_norm(dim, *, dtype=None, rngs):
+    """nnx.LayerNorm as torch.nn.LayerNorm: eps 1e-5, and the two-pass variance (the fast one loses precision
+    on inputs with a large mean)."""
+    return nnx.LayerNorm(dim, epsilon=1e-5, use_fast_variance=False, dtype=dtype, rngs=rngs)
+
+
+def make_dropout(rate, *, rngs):
+    # a stream is only needed when something is dropped
+    return nnx.Dropout(rate, rngs=rngs if rate > 0 else None)
+
+
+class FeedForward(nnx.Module):
+    def __init__(self, dim, hidden_dim, dropout_rate=0.0, *, dtype=None, rngs):
+        self.norm = torch_layer_norm(dim, dtype=dtype, rngs=rngs)
+        self.hidden = torch_linear(dim, hidden_dim, dtype=dtype, rngs=rngs)
+        self.out = torch_linear(hidden_dim, dim, dtype=dtype, rngs=rngs)
+        self.dropout = make_dropout(dropout_rate, rngs=rngs)
+
+    def __call__(self, x):
+        x = jax.nn.gelu(self.hidden(self.norm(x)), approximate=False)
+        return self.dropout(self.out(self.dropout(x)))
+
+
+class Attention(nnx.Module):
+    def __init__(self, dim, heads=8, dim_head=64, dropout_rate=0.0, *, dtype=None, rngs):
+        inner_dim = dim_head * heads
+        project_out = not (heads == 1 and dim_head == dim)
+
+        self.heads = heads
+        self.scale = dim_head**-0.5
+
+        self.norm = torch_layer_norm(dim, dtype=dtype, rngs=rngs)
+        self.dropout = make_dropout(dropout_rate, rngs=rngs)
+        self.to_qkv = torch_linear(dim, inner_dim * 3, use_bias=False, dtype=dtype, rngs=rngs)
+        self.to_out = torch_linear(inner_dim, dim, dtype=dtype, rngs=rngs) if project_out else None
+
+    def __call__(self, x):
+        x = self.norm(x)
+
+        q, k, v = (rearrange(t, 'b n (h d) -> b n h d', h=self.heads) for t in jnp.split(self.to_qkv(x), 3, axis=-1))
+
+        if self.dropout.rate > 0 and not self.dropout.deterministic:
+            # dropout on the attention weights, as vit-pytorch; the fused kernel has none
+            dots = jnp.einsum('bqhd,bkhd->bhqk', q, k) * self.scale
+            attn = self.dropout(jax.nn.softmax(dots.astype(jnp.float32), axis=-1).astype(v.dtype))
+            out = jnp.einsum('bhqk,bkhd->bqhd', attn, v)
+        else:
+            out = jax.nn.dot_product_attention(q, k, v, scale=self.scale)  # (b, n, h, d); cuDNN where available
+        out = rearrange(out, 'b n h d -> b n (h d)')
+        return self.dropout(self.to_out(out)) if self.to_out is not None else out
+
+
+class Transformer(nnx.Module):
+    def __init__(self, dim, depth, heads, dim_head, mlp_dim, dropout_rate=0.0, *, dtype=None, rngs):
+        self.norm = torch_layer_norm(dim, dtype=dtype, rngs=rngs)
+        self.layers = nnx.List(
+            nnx.List(
+                [
+                    Attention(dim, heads, dim_head, dropout_rate, dtype=dtype, rngs=rngs),
+                    FeedForward(dim, mlp_dim, dropout_rate, dtype=dtype, rngs=rngs),
+                ]
+            )
+            for _ in range(depth)
+        )
+
+    def __call__(self, x):
+        for attn, ff in self.layers:
+            x = attn(x) + x
+            x = ff(x) + x
+        return self.norm(x)
+
+
+class PatchEmbedding(nnx.Module):
+    """vit-pytorch's `to_patch_embedding` after the Rearrange: LayerNorm, Linear, LayerNorm."""
+
+    def __init__(self, patch_dim, dim, *, dtype=None, rngs):
+        self.patch_norm = torch_layer_norm(patch_dim, dtype=dtype, rngs=rngs)
+        self.linear = torch_linear(patch_dim, dim, dtype=dtype, rngs=rngs)
+        self.norm = torch_layer_norm(dim, dtype=dtype, rngs=rngs)
+
+    def __call__(self, patches):
+        return self.norm(self.linear(self.patch_norm(patches)))
+
+
+class ViT(nnx.Module):
+    def __init__(
+        self,
+        *,
+        image_size,
+        patch_size,
+        num_classes,
+        dim,
+        depth,
+        heads,
+        mlp_dim,
+        pool='cls',
+        channels=3,
+        dim_head=64,
+        dropout=0.0,
+        emb_dropout=0.0,
+        dtype=None,
+        rngs,
+    ):
+        self.image_size = image_height, image_width = pair(image_size)
+        self.patch_size = patch_height, patch_width = pair(patch_size)
+
+        if image_height % patch_height or image_width % patch_width:
+            raise ValueError(f'image_size {self.image_size} must be divisible by patch_size {self.patch_size}')
+        if pool not in {'cls', 'mean'}:
+            raise ValueError(f"pool must be 'cls' (cls token) or 'mean' (mean pooling), got {pool!r}")
+
+        num_patches = (image_height // patch_height) * (image_width // patch_width)
+        patch_dim = channels * patch_height * patch_width
+        self.num_cls_tokens = 1 if pool == 'cls' else 0
+
+        self.channels = channels
+        self.dtype = dtype
+        self.to_patch_embedding = PatchEmbedding(patch_dim, dim, dtype=dtype, rngs=rngs)
+
+        self.cls_token = nnx.Param(jax.random.normal(rngs.params(), (self.num_cls_tokens, dim)))
+        self.pos_embedding = nnx.Param(jax.random.normal(rngs.params(), (num_patches + self.num_cls_tokens, dim)))
+
+        self.dropout = make_dropout(emb_dropout, rngs=rngs)
+
+        self.transformer = Transformer(dim, depth, heads, dim_head, mlp_dim, dropout, dtype=dtype, rngs=rngs)
+
+        self.pool = pool
+        self.mlp_head = torch_linear(dim, num_classes, dtype=dtype, rngs=rngs) if num_classes > 0 else None
+
+    def __call__(self, img):
+        check_image(img, channels=self.channels, image_size=self.image_size)
+        batch = img.shape[0]
+        x = self.to_patch_embedding(patchify(img, self.patch_size))  # (b, n, d)
+
+        cls_tokens = repeat(self.cls_token[...].astype(x.dtype), '... d -> b ... d', b=batch)
+        x = jnp.concatenate((cls_tokens, x), axis=1)  # (b, num_cls + n, d)
+
+        x = x + self.pos_embedding[: x.shape[1]].astype(x.dtype)
+        x = self.dropout(x)
+
+        x = self.transformer(x)
+
+        if self.mlp_head is None:
+            return x
+
+        x = x.mean(axis=1) if self.pool == 'mean' else x[:, 0]  # (b, d)
+        return self.mlp_head(x)
