@@ -1,0 +1,73 @@
+"""The picture MAE users expect: original | masked | reconstruction | reconstruction with visible patches pasted.
+
+numpy only, so both backends (and the training loop) draw the same grid from their outputs.
+"""
+
+import numpy as np
+from einops import rearrange
+from PIL import Image
+
+from mae_flax.files import atomic_path
+
+PANELS = ('original', 'masked', 'reconstruction', 'reconstruction_pasted')
+
+
+def _unpatchify(patches, image_hw, patch_size):
+    (height, width), (p1, p2) = image_hw, patch_size
+    return rearrange(patches, 'b (h w) (p1 p2 c) -> b (h p1) (w p2) c', h=height // p1, p1=p1, p2=p2)
+
+
+def reconstruction_panels(images, pred_pixel_values, masked_indices, patch_size, norm_pix_loss=False):
+    """images (b, h, w, c) float; pred (b, m, patch_dim) for the masked patches; -> {panel: (b, h, w, c)}.
+
+    With norm_pix_loss the predictions are per-patch standardised: each is mapped back with its target patch's
+    mean and standard deviation, as facebookresearch/mae's visualisation. Patches with no prediction are gray.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    pred = np.asarray(pred_pixel_values, dtype=np.float32)
+    masked_indices = np.asarray(masked_indices)
+    patch_size = patch_size if isinstance(patch_size, tuple) else (patch_size, patch_size)
+    p1, p2 = patch_size
+    patches = rearrange(images, 'b (h p1) (w p2) c -> b (h w) (p1 p2 c)', p1=p1, p2=p2)  # (b, n, patch_dim)
+    rows = np.arange(len(images))[:, None]
+    if norm_pix_loss:
+        target = patches[rows, masked_indices]
+        pred = pred * np.sqrt(target.var(axis=-1, ddof=1, keepdims=True) + 1e-6) + target.mean(axis=-1, keepdims=True)
+
+    gray = np.full_like(patches, 0.5 * (images.min() + images.max()))
+    masked, reconstruction, pasted = patches.copy(), gray.copy(), patches.copy()
+    masked[rows, masked_indices] = gray[rows, masked_indices]
+    reconstruction[rows, masked_indices] = pred
+    pasted[rows, masked_indices] = pred
+    image_hw = images.shape[1:3]
+    return {
+        'original': images,
+        'masked': _unpatchify(masked, image_hw, patch_size),
+        'reconstruction': _unpatchify(reconstruction, image_hw, patch_size),
+        'reconstruction_pasted': _unpatchify(pasted, image_hw, patch_size),
+    }
+
+
+def grid_image(panels, scale=1):
+    """{panel: (b, h, w, c)} -> uint8 (b * h, 4 * w, 3): one row per image, one column per panel.
+
+    Each row is scaled to [0, 255] by its original's range, so predictions are drawn in the original's colours.
+    """
+    columns = [np.asarray(panels[name], dtype=np.float32) for name in PANELS]
+    low = columns[0].min(axis=(1, 2, 3), keepdims=True)
+    high = columns[0].max(axis=(1, 2, 3), keepdims=True)
+    columns = [np.clip((column - low) / np.maximum(high - low, 1e-12), 0, 1) for column in columns]
+    grid = rearrange(np.stack(columns), 'k b h w c -> (b h) (k w) c')
+    if grid.shape[-1] == 1:
+        grid = np.repeat(grid, 3, axis=-1)
+    grid = (grid * 255).round().astype(np.uint8)
+    if scale > 1:
+        grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
+    return grid
+
+
+def save_grid(panels, path, scale=1):
+    """Writes the grid as a PNG, atomically; returns the path."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(grid_image(panels, scale)).save(tmp, format='PNG')
+    return path
