@@ -8,13 +8,9 @@ from einops import rearrange
 from PIL import Image
 
 from mae_flax.files import atomic_path
+from mae_flax.patchify import pair, patchify, unpatchify
 
 PANELS = ('original', 'masked', 'reconstruction', 'reconstruction_pasted')
-
-
-def _unpatchify(patches, image_hw, patch_size):
-    (height, width), (p1, p2) = image_hw, patch_size
-    return rearrange(patches, 'b (h w) (p1 p2 c) -> b (h p1) (w p2) c', h=height // p1, p1=p1, p2=p2)
 
 
 def reconstruction_panels(images, pred_pixel_values, masked_indices, patch_size, norm_pix_loss=False):
@@ -26,9 +22,7 @@ def reconstruction_panels(images, pred_pixel_values, masked_indices, patch_size,
     images = np.asarray(images, dtype=np.float32)
     pred = np.asarray(pred_pixel_values, dtype=np.float32)
     masked_indices = np.asarray(masked_indices)
-    patch_size = patch_size if isinstance(patch_size, tuple) else (patch_size, patch_size)
-    p1, p2 = patch_size
-    patches = rearrange(images, 'b (h p1) (w p2) c -> b (h w) (p1 p2 c)', p1=p1, p2=p2)  # (b, n, patch_dim)
+    patches = patchify(images, patch_size)  # (b, n, patch_dim)
     rows = np.arange(len(images))[:, None]
     if norm_pix_loss:
         target = patches[rows, masked_indices]
@@ -39,12 +33,12 @@ def reconstruction_panels(images, pred_pixel_values, masked_indices, patch_size,
     masked[rows, masked_indices] = gray[rows, masked_indices]
     reconstruction[rows, masked_indices] = pred
     pasted[rows, masked_indices] = pred
-    image_hw = images.shape[1:3]
+    image_size, channels = images.shape[1:3], images.shape[-1]
     return {
         'original': images,
-        'masked': _unpatchify(masked, image_hw, patch_size),
-        'reconstruction': _unpatchify(reconstruction, image_hw, patch_size),
-        'reconstruction_pasted': _unpatchify(pasted, image_hw, patch_size),
+        'masked': np.asarray(unpatchify(masked, image_size, pair(patch_size), channels)),
+        'reconstruction': np.asarray(unpatchify(reconstruction, image_size, pair(patch_size), channels)),
+        'reconstruction_pasted': np.asarray(unpatchify(pasted, image_size, pair(patch_size), channels)),
     }
 
 
