@@ -10,6 +10,7 @@ from flax import nnx
 import mae_flax
 import mae_torch
 from mae_flax.convert import load_torch_state_dict
+from mae_torch.patchify import pair
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +57,7 @@ class Config:
 
     @property
     def num_patches(self):
-        (h, w), (p1, p2) = mae_torch.patchify.pair(self.image_size), mae_torch.patchify.pair(self.patch_size)
+        (h, w), (p1, p2) = pair(self.image_size), pair(self.patch_size)
         return (h // p1) * (w // p2)
 
 
@@ -81,7 +82,7 @@ def images(kind, config, batch=4, seed=0):
     """(b, c, h, w) float32 images. 'normal': standard normal. 'low_variance': 0.003 * randn, where a wrong
     LayerNorm epsilon shows. 'offset': 50 + 0.01 * randn, where a one-pass variance loses its digits."""
     generator = torch.Generator().manual_seed(seed)
-    height, width = mae_torch.patchify.pair(config.image_size)
+    height, width = pair(config.image_size)
     x = torch.randn(batch, config.channels, height, width, generator=generator)
     scale, offset = {'normal': (1.0, 0.0), 'low_variance': (0.003, 0.0), 'offset': (0.01, 50.0)}[kind]
     return offset + scale * x
