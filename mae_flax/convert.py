@@ -136,7 +136,8 @@ def load_torch_state_dict(model, state_dict):
             f'state_dict does not fit {type(model).__name__} ({len(problems)} problems):\n  ' + '\n  '.join(problems)
         )
     for _, param, _ in table:
-        param.set_value(jnp.asarray(values[id(param)][1], dtype=param.dtype))
+        # a copy: on CPU jnp.asarray can alias the numpy buffer, which may be the torch tensor's own memory
+        param.set_value(jnp.asarray(np.array(values[id(param)][1], dtype=param.dtype, copy=True)))
     return model
 
 
