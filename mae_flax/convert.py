@@ -165,9 +165,12 @@ def load_state_dict_file(path):
 def save_state_dict_file(state_dict, path):
     """Writes {torch key: array} as `.pt`/`.pth` (torch.save) or `.safetensors`, atomically."""
     path = Path(path)
-    arrays = {key: np.ascontiguousarray(_to_numpy(value)) for key, value in state_dict.items()}
     if path.suffix not in ('.pt', '.pth', '.safetensors'):
         raise ValueError(f'expected a .pt, .pth or .safetensors file name, got {path}')
+    arrays = {key: np.ascontiguousarray(_to_numpy(value)) for key, value in state_dict.items()}
+    for key, array in arrays.items():
+        if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+            raise TypeError(f'{key!r}: expected a numeric array or tensor, got {type(state_dict[key]).__name__}')
     with atomic_path(path) as tmp:
         if path.suffix == '.safetensors':
             safetensors.numpy.save_file(arrays, tmp)

@@ -1,0 +1,165 @@
+"""The converter: torch -> Flax -> torch is bit-exact, files round-trip, and nothing loads partially."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+import mae_flax
+import mae_torch
+from mae_flax.convert import (
+    load_state_dict_file,
+    load_torch_state_dict,
+    save_state_dict_file,
+    to_torch_state_dict,
+)
+from parity_tests.configs import CONFIGS
+from parity_tests.pairs import Config, flax_mae, mae_pair, torch_mae
+
+
+def _assert_state_dicts_identical(torch_state, numpy_state, ordered=True):
+    # in memory the keys come in torch's order; a .safetensors file stores them sorted
+    assert list(numpy_state) == list(torch_state) if ordered else sorted(numpy_state) == sorted(torch_state)
+    for key, value in torch_state.items():
+        assert numpy_state[key].dtype == np.float32, key
+        np.testing.assert_array_equal(numpy_state[key], value.numpy(), err_msg=key)
+
+
+@pytest.mark.parametrize('config_name', list(CONFIGS))
+def test_torch_to_flax_to_torch_is_bit_exact(config_name):
+    torch_model, flax_model = mae_pair(CONFIGS[config_name])
+    _assert_state_dicts_identical(torch_model.state_dict(), to_torch_state_dict(flax_model))
+
+
+@pytest.mark.parametrize('pool', ['cls', 'mean'])
+@pytest.mark.parametrize('num_classes', [0, 10])
+def test_vit_round_trip_is_bit_exact(pool, num_classes):
+    config = Config(pool=pool, num_classes=num_classes)
+    torch.manual_seed(0)
+    torch_vit = mae_torch.ViT(**config.vit_kwargs)
+    flax_vit = load_torch_state_dict(mae_flax.ViT(**config.vit_kwargs, rngs=nnx.Rngs(0)), torch_vit.state_dict())
+    _assert_state_dicts_identical(torch_vit.state_dict(), to_torch_state_dict(flax_vit))
+
+
+def test_flax_to_torch_to_flax_is_bit_exact():
+    flax_model = flax_mae(CONFIGS['cls'], seed=3)
+    torch_model = torch_mae(CONFIGS['cls'], seed=4)
+    torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in to_torch_state_dict(flax_model).items()})
+    reloaded = load_torch_state_dict(flax_mae(CONFIGS['cls'], seed=5), torch_model.state_dict())
+    for (path, expected), (_, actual) in zip(
+        nnx.to_flat_state(nnx.state(flax_model, nnx.Param)),
+        nnx.to_flat_state(nnx.state(reloaded, nnx.Param)),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(np.asarray(actual[...]), np.asarray(expected[...]), err_msg=str(path))
+
+
+def test_loaded_weights_are_copies_not_views_of_the_torch_tensors():
+    torch_model, flax_model = mae_pair(CONFIGS['cls'])
+    before = to_torch_state_dict(flax_model)
+    with torch.no_grad():
+        for param in torch_model.parameters():
+            param.add_(1.0)
+    after = to_torch_state_dict(flax_model)
+    for key in before:
+        np.testing.assert_array_equal(after[key], before[key], err_msg=key)
+
+
+def test_shared_patch_embedding_is_written_under_both_names():
+    _, flax_model = mae_pair(CONFIGS['cls'])
+    state = to_torch_state_dict(flax_model)
+    for torch_index, mae_index in [(1, 0), (2, 1), (3, 2)]:
+        for name in ('weight', 'bias'):
+            np.testing.assert_array_equal(
+                state[f'encoder.to_patch_embedding.{torch_index}.{name}'], state[f'patch_to_emb.{mae_index}.{name}']
+            )
+
+
+def test_every_problem_is_reported_at_once_and_nothing_is_loaded():
+    torch_model, _ = mae_pair(CONFIGS['cls'])
+    state = dict(torch_model.state_dict())
+    del state['to_pixels.bias']
+    state['decoder.layers.9.0.norm.weight'] = torch.zeros(32)
+    state['mask_token'] = torch.zeros(7)
+    flax_model = flax_mae(CONFIGS['cls'], seed=9)
+    before = to_torch_state_dict(flax_model)
+    with pytest.raises(ValueError, match='3 problems') as error:
+        load_torch_state_dict(flax_model, state)
+    message = str(error.value)
+    assert "missing key 'to_pixels.bias'" in message
+    assert "unexpected key 'decoder.layers.9.0.norm.weight'" in message
+    assert "'mask_token' has shape (7,), expected (32,)" in message
+    for key, value in to_torch_state_dict(flax_model).items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+
+
+def test_linear_shape_errors_name_the_torch_layout():
+    torch_model, flax_model = mae_pair(CONFIGS['cls'])
+    state = dict(torch_model.state_dict())
+    state['to_pixels.weight'] = state['to_pixels.weight'].T  # a kernel left in Flax layout
+    with pytest.raises(ValueError, match=r"'to_pixels.weight' has shape \(32, 192\), expected \(192, 32\)"):
+        load_torch_state_dict(flax_model, state)
+
+
+def test_diverging_copies_of_the_shared_patch_embedding_are_an_error():
+    torch_model, flax_model = mae_pair(CONFIGS['cls'])
+    state = {key: value.clone() for key, value in torch_model.state_dict().items()}
+    state['patch_to_emb.1.weight'] += 1
+    with pytest.raises(ValueError, match="'patch_to_emb.1.weight' differs from 'encoder.to_patch_embedding.2.weight'"):
+        load_torch_state_dict(flax_model, state)
+
+
+def test_a_model_that_is_not_mae_flax_is_a_type_error():
+    with pytest.raises(TypeError, match='expected a mae_flax.MAE or mae_flax.ViT, got Linear'):
+        to_torch_state_dict(nnx.Linear(2, 2, rngs=nnx.Rngs(0)))
+
+
+@pytest.mark.parametrize('suffix', ['.pt', '.pth', '.safetensors'])
+def test_files_round_trip_bit_exact(tmp_path, suffix):
+    torch_model, flax_model = mae_pair(CONFIGS['mean'])
+    path = save_state_dict_file(to_torch_state_dict(flax_model), tmp_path / f'model{suffix}')
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
+    loaded = load_state_dict_file(path)
+    torch_model.load_state_dict({key: torch.as_tensor(np.asarray(value)) for key, value in loaded.items()}, strict=True)
+    _assert_state_dicts_identical(
+        torch_model.state_dict(), {k: np.asarray(v) for k, v in loaded.items()}, ordered=False
+    )
+    reloaded = load_torch_state_dict(flax_mae(CONFIGS['mean'], seed=7), loaded)
+    _assert_state_dicts_identical(torch_model.state_dict(), to_torch_state_dict(reloaded))
+
+
+def test_a_torch_saved_state_dict_loads(tmp_path):
+    torch_model, _ = mae_pair(CONFIGS['cls'])
+    torch.save(torch_model.state_dict(), tmp_path / 'model.pt')
+    flax_model = load_torch_state_dict(flax_mae(CONFIGS['cls'], seed=9), load_state_dict_file(tmp_path / 'model.pt'))
+    _assert_state_dicts_identical(torch_model.state_dict(), to_torch_state_dict(flax_model))
+
+
+def test_unknown_file_types_and_missing_files_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match=r'expected a \.pt, \.pth or \.safetensors file name, got .*model\.bin'):
+        save_state_dict_file({}, tmp_path / 'model.bin')
+    (tmp_path / 'model.bin').write_bytes(b'')
+    with pytest.raises(ValueError, match=r'expected a \.pt, \.pth or \.safetensors file, got .*model\.bin'):
+        load_state_dict_file(tmp_path / 'model.bin')
+    with pytest.raises(FileNotFoundError, match='no such checkpoint file'):
+        load_state_dict_file(tmp_path / 'absent.pt')
+
+
+def test_a_failed_write_leaves_the_previous_file_intact(tmp_path):
+    _, flax_model = mae_pair(CONFIGS['cls'])
+    path = save_state_dict_file(to_torch_state_dict(flax_model), tmp_path / 'model.safetensors')
+    before = path.read_bytes()
+    with pytest.raises(TypeError, match="'bad': expected a numeric array or tensor, got object"):
+        save_state_dict_file({'bad': object()}, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ['model.safetensors']
+
+
+def test_bfloat16_torch_weights_load_exactly():
+    torch_model, _ = mae_pair(CONFIGS['cls'])
+    state = {key: value.to(torch.bfloat16) for key, value in torch_model.state_dict().items()}
+    flax_model = load_torch_state_dict(flax_mae(CONFIGS['cls']), state)
+    assert flax_model.mask_token[...].dtype == jnp.float32
+    for key, value in to_torch_state_dict(flax_model).items():
+        np.testing.assert_array_equal(value, state[key].float().numpy(), err_msg=key)
