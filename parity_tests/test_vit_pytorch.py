@@ -1,0 +1,155 @@
+"""mae_torch is a drop-in for vit-pytorch 1.26.x: same keywords and state_dict, same logits and losses, its bugs
+fixed. Runs against vit-pytorch itself (skips cleanly where it is not installed; CI installs it)."""
+
+import inspect
+import warnings
+
+import pytest
+import torch
+
+import mae_torch
+from parity_tests.pairs import Config
+from parity_tests.reference import vit_pytorch
+
+CONFIG = Config(num_classes=10)
+
+
+def _twins(pool, num_classes=10, seed=0):
+    """(vit-pytorch MAE, mae_torch MAE) with the same weights (vit-pytorch's init)."""
+    reference = vit_pytorch()
+    kwargs = {**Config(pool=pool, num_classes=num_classes).vit_kwargs}
+    torch.manual_seed(seed)
+    theirs = reference.mae.MAE(encoder=reference.vit.ViT(**kwargs), **_mae_kwargs())
+    ours = mae_torch.MAE(encoder=mae_torch.ViT(**kwargs), **_mae_kwargs())
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    return theirs, ours
+
+
+def _mae_kwargs():
+    config = Config()
+    return dict(decoder_dim=config.decoder_dim, decoder_depth=2, decoder_heads=2, decoder_dim_head=16)
+
+
+def _keyword_defaults(cls):
+    return {name: param.default for name, param in inspect.signature(cls.__init__).parameters.items() if name != 'self'}
+
+
+def test_constructor_keywords_and_defaults_are_vit_pytorch_s():
+    reference = vit_pytorch()
+    assert _keyword_defaults(mae_torch.ViT) == _keyword_defaults(reference.vit.ViT)
+    ours = _keyword_defaults(mae_torch.MAE)
+    assert ours.pop('norm_pix_loss') is False  # our one addition, off by default
+    assert ours == _keyword_defaults(reference.mae.MAE)
+
+
+@pytest.mark.parametrize('pool', ['cls', 'mean'])
+@pytest.mark.parametrize('num_classes', [0, 10])
+def test_state_dict_keys_and_shapes_are_identical(pool, num_classes):
+    theirs, ours = _twins(pool, num_classes)
+    assert [(k, v.shape) for k, v in ours.state_dict().items()] == [
+        (k, v.shape) for k, v in theirs.state_dict().items()
+    ]
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+
+
+@pytest.mark.parametrize('pool', ['cls', 'mean'])
+def test_vit_logits_are_the_same(pool):
+    theirs, ours = _twins(pool)
+    img = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        # scaled_dot_product_attention vs matmul-softmax-matmul: a few float32 ulps
+        torch.testing.assert_close(ours.encoder(img), theirs.encoder(img), rtol=1e-6, atol=1e-6)
+
+
+def test_mae_loss_is_the_same_under_the_same_seed():
+    # pool='mean': the only pool upstream's MAE runs with
+    theirs, ours = _twins('mean')
+    img = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(1234)
+    expected = theirs(img)
+    torch.manual_seed(1234)
+    actual = ours(img)
+    torch.testing.assert_close(actual, expected, rtol=1e-6, atol=0)
+
+
+def test_mae_consumes_random_numbers_exactly_as_vit_pytorch():
+    theirs, ours = _twins('mean')
+    img = torch.randn(2, 3, 32, 32)
+    torch.manual_seed(7)
+    theirs(img)
+    after_theirs = torch.rand(3)
+    torch.manual_seed(7)
+    ours(img)
+    torch.testing.assert_close(torch.rand(3), after_theirs, rtol=0, atol=0)
+
+
+def test_upstream_mae_crashes_with_pool_cls_and_ours_does_not():
+    theirs, ours = _twins('cls')
+    img = torch.randn(2, 3, 32, 32)
+    with pytest.raises(RuntimeError):
+        theirs(img)
+    assert torch.isfinite(ours(img))
+
+
+def test_pool_cls_gives_patch_i_the_position_embedding_row_num_cls_plus_i():
+    # regression for upstream's pos_embedding[:, 1:n + 1] on a 2-D pos_embedding: a cls-pool MAE must equal a
+    # mean-pool MAE whose pos_embedding is the cls one without its first row (decoder_pos_emb: row i is patch i)
+    torch.manual_seed(0)
+    cls_model = mae_torch.MAE(encoder=mae_torch.ViT(**Config(pool='cls').vit_kwargs), **_mae_kwargs())
+    mean_model = mae_torch.MAE(encoder=mae_torch.ViT(**Config(pool='mean').vit_kwargs), **_mae_kwargs())
+    state = cls_model.state_dict()
+    state['encoder.pos_embedding'] = state['encoder.pos_embedding'][1:]
+    state['encoder.cls_token'] = state['encoder.cls_token'][:0]
+    state['decoder_pos_emb.weight'] = state['decoder_pos_emb.weight'][:-1]
+    mean_model.load_state_dict(state, strict=True)
+    img, masking_noise = torch.randn(2, 3, 32, 32), torch.rand(2, 16)
+    torch.testing.assert_close(
+        cls_model(img, noise=masking_noise), mean_model(img, noise=masking_noise), rtol=0, atol=0
+    )
+
+
+def test_upstream_mae_crashes_on_bfloat16_tokens_and_ours_does_not():
+    # upstream scatters the tokens into a float32 zeros buffer, which rejects bfloat16 ones
+    theirs, ours = _twins('mean')
+    img = torch.randn(2, 3, 32, 32).to(torch.bfloat16)
+    with pytest.raises(RuntimeError):
+        theirs.to(torch.bfloat16)(img)
+    loss = ours.to(torch.bfloat16)(img)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+
+
+def _legacy(state, prefix=''):
+    """A state_dict as vit-pytorch wrote it before its 2-D change."""
+    state = dict(state)
+    pos, cls = f'{prefix}pos_embedding', f'{prefix}cls_token'
+    if state[cls].shape[0] == 0:  # legacy mean-pool ViTs had a cls token and its position row too
+        state[pos] = torch.cat([torch.randn(1, state[pos].shape[-1]), state[pos]])
+        state[cls] = torch.randn(1, state[cls].shape[-1])
+    state[pos], state[cls] = state[pos][None], state[cls][None]
+    return state
+
+
+def test_legacy_cls_checkpoint_loads_exactly():
+    _, ours = _twins('cls')
+    legacy = _legacy(ours.state_dict(), 'encoder.')
+    assert legacy['encoder.pos_embedding'].ndim == 3 and legacy['encoder.cls_token'].shape == (1, 1, 48)
+    reloaded = mae_torch.MAE(encoder=mae_torch.ViT(**Config(pool='cls', num_classes=10).vit_kwargs), **_mae_kwargs())
+    reloaded.load_state_dict(legacy, strict=True)
+    for key, value in ours.state_dict().items():
+        torch.testing.assert_close(reloaded.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_legacy_mean_checkpoint_loads_with_a_warning():
+    _, ours = _twins('mean')
+    reloaded = mae_torch.MAE(encoder=mae_torch.ViT(**Config(pool='mean', num_classes=10).vit_kwargs), **_mae_kwargs())
+    with pytest.warns(UserWarning, match='legacy mean-pool checkpoint'):
+        reloaded.load_state_dict(_legacy(ours.state_dict(), 'encoder.'), strict=True)
+    img, masking_noise = torch.randn(2, 3, 32, 32), torch.rand(2, 16)
+    torch.testing.assert_close(reloaded(img, noise=masking_noise), ours(img, noise=masking_noise), rtol=0, atol=0)
+
+
+def test_current_checkpoints_load_without_warnings():
+    _, ours = _twins('cls')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        ours.load_state_dict(ours.state_dict(), strict=True)
