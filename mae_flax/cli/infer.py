@@ -1,0 +1,192 @@
+"""A model's hyperparameters from a vit-pytorch / mae_torch state dict: what the tensor shapes say, and what not.
+
+The shapes fix dim, depth, mlp_dim, num_classes, pool (cls_token has 1 row with 'cls', 0 with 'mean'), the
+decoder's dim and depth, patch_dim = channels * p1 * p2 (the patch embedding's input) and num_patches (the
+pos_embedding's rows, less the cls row). They do not fix:
+- channels, and how patch_dim and num_patches split into heights and widths: assumed 3 channels, square patches
+  and a square grid of them, unless given;
+- heads vs dim_head: to_qkv is (3 * heads * dim_head, dim) either way, and a wrong split computes a different
+  function from the same weights, so it is never guessed. Only a missing to_out (the identity exactly when
+  heads == 1 and dim_head == dim) settles it;
+- masking_ratio and norm_pix_loss, which have no weights: assumed vit-pytorch's 0.75 and off, unless given;
+- pool for legacy checkpoints (3-D pos_embedding), which kept a cls token for both pools: assumed 'cls'.
+"""
+
+import math
+
+from mae_flax.cli.common import UsageError
+from mae_flax.patchify import pair
+
+INFERRED, ASSUMED = 'inferred', 'assumed'
+VIT_FIELDS = ('image_size', 'patch_size', 'channels', 'dim', 'depth', 'heads', 'dim_head', 'mlp_dim', 'pool')
+VIT_FIELDS += ('num_classes',)
+MAE_FIELDS = ('decoder_dim', 'decoder_depth', 'decoder_heads', 'decoder_dim_head', 'masking_ratio', 'norm_pix_loss')
+
+
+def compact(size):
+    """(32, 32) -> 32; (32, 48) stays: how the constructors and the JSON spell a size."""
+    height, width = pair(tuple(size) if isinstance(size, list) else size)
+    return height if height == width else (height, width)
+
+
+class _Fields:
+    """The values found so far and where each came from; `given` is {field: (value, source)}."""
+
+    def __init__(self, given):
+        self.given, self.values, self.sources = given, {}, {}
+
+    def read(self, field, value, source=INFERRED):
+        """A value the weights fix; a given one must agree (and is then reported as given)."""
+        if field in self.given:
+            given, given_source = self.given[field]
+            same = compact(given) == compact(value) if field.endswith('_size') else given == value
+            if not same:
+                raise UsageError(
+                    f'{field} = {given} ({given_source}) does not fit the weights, which have {field} = {value}'
+                )
+            source = given_source
+        self.values[field], self.sources[field] = value, source
+        return value
+
+    def choose(self, field, default):
+        """A value the weights do not fix: the given one, or `default`, assumed."""
+        value, source = self.given.get(field, (default, ASSUMED))
+        self.values[field], self.sources[field] = value, source
+        return value
+
+
+def _check_architecture(arrays, prefix, name):
+    needed = [f'{prefix}{key}' for key in ('pos_embedding', 'cls_token', 'to_patch_embedding.2.weight')]
+    missing = [key for key in needed if key not in arrays]
+    if missing:
+        hint = ''
+        if any('patch_embed.proj' in key or key.startswith('blocks.') for key in arrays):
+            hint = ' (it looks like a timm / facebookresearch-mae ViT, a different architecture)'
+        first_keys = ', '.join(list(arrays)[:3])
+        raise UsageError(
+            f'{name} is not a vit-pytorch / mae_torch ViT or MAE state dict{hint}: it has no {missing[0]!r} '
+            f'among its {len(arrays)} tensors (first: {first_keys})'
+        )
+
+
+def _sizes(fields, patch_dim, num_patches):
+    """channels, patch_size and image_size from patch_dim = channels * p1 * p2 and num_patches = grid cells."""
+    channels = fields.choose('channels', 3)
+    if channels < 1 or patch_dim % channels:
+        raise UsageError(
+            f'channels = {channels} does not divide the patch embedding input {patch_dim}: pass --channels'
+        )
+    if 'patch_size' in fields.given:
+        patch = pair(compact(fields.given['patch_size'][0]))
+        if patch[0] * patch[1] * channels != patch_dim:
+            raise UsageError(
+                f'patch_size {patch} with {channels} channels gives patches of {patch[0] * patch[1] * channels} '
+                f'values, the weights take {patch_dim}: check --patch_size and --channels'
+            )
+        fields.read('patch_size', compact(patch))
+    else:
+        side = math.isqrt(patch_dim // channels)
+        if side * side * channels != patch_dim:
+            raise UsageError(
+                f'the patch embedding takes {patch_dim} values, not {channels} channels * p * p for a square patch: '
+                'pass --patch_size (and --channels)'
+            )
+        fields.read('patch_size', side, f'{INFERRED}, square assumed')
+    patch = pair(fields.values['patch_size'])
+
+    if 'image_size' in fields.given:
+        image = pair(compact(fields.given['image_size'][0]))
+        grid = (image[0] // patch[0], image[1] // patch[1])
+        if image[0] % patch[0] or image[1] % patch[1] or grid[0] * grid[1] != num_patches:
+            raise UsageError(
+                f'image_size {image} in patches of {patch} does not give the {num_patches} patches the '
+                'pos_embedding has: check --image_size'
+            )
+        fields.read('image_size', compact(image))
+    else:
+        side = math.isqrt(num_patches)
+        if side * side != num_patches:
+            raise UsageError(f'{num_patches} patches are not a square grid: pass --image_size (height x width)')
+        fields.read('image_size', compact((side * patch[0], side * patch[1])), f'{INFERRED}, square assumed')
+
+
+def _depth(arrays, prefix):
+    depth = 0
+    while f'{prefix}layers.{depth}.0.to_qkv.weight' in arrays:
+        depth += 1
+    return depth
+
+
+def _heads(fields, arrays, prefix, dim, heads_field, dim_head_field):
+    """heads and dim_head of a transformer's attention: from to_out's absence, or one given value."""
+    qkv = arrays.get(f'{prefix}layers.0.0.to_qkv.weight')
+    if qkv is None:  # depth 0: no attention to size
+        fields.choose(heads_field, 8)
+        fields.choose(dim_head_field, 64)
+        return
+    inner = qkv.shape[0] // 3
+    if f'{prefix}layers.0.0.to_out.0.weight' not in arrays:
+        # to_out is the identity exactly when heads == 1 and dim_head == dim
+        fields.read(heads_field, 1)
+        fields.read(dim_head_field, dim)
+        return
+    for known, other in ((heads_field, dim_head_field), (dim_head_field, heads_field)):
+        if known in fields.given:
+            value = fields.given[known][0]
+            if value < 1 or inner % value:
+                raise UsageError(f'--{known} {value} does not divide heads * dim_head = {inner}, the attention width')
+            fields.read(known, value)
+            fields.read(other, inner // value)
+            return
+    raise UsageError(
+        f'cannot tell {heads_field} from {dim_head_field}: the weights only fix heads * dim_head = {inner} '
+        f'({"decoder" if prefix == "decoder." else "encoder"} attention); pass --{heads_field} or --{dim_head_field}'
+    )
+
+
+def infer_config(arrays, given, name):
+    """(config, sources) for a torch-layout state dict `arrays` ({key: array}); `given` is {field: (value, source)}.
+
+    config is {'model': 'MAE' or 'ViT', 'vit': ViT keywords, 'mae': MAE keywords (MAE only)}; sources says for
+    each field whether it was inferred, given (and checked against the shapes) or assumed.
+    """
+    model = 'MAE' if 'mask_token' in arrays else 'ViT'
+    prefix = 'encoder.' if model == 'MAE' else ''
+    _check_architecture(arrays, prefix, name)
+    if model == 'ViT':
+        decoder_flags = [field for field in MAE_FIELDS if field in given]
+        if decoder_flags:
+            raise UsageError(f'{name} is a ViT without an MAE decoder: {decoder_flags[0]} does not apply')
+    fields = _Fields(given)
+
+    pos_embedding, cls_token = arrays[f'{prefix}pos_embedding'], arrays[f'{prefix}cls_token']
+    dim = fields.read('dim', pos_embedding.shape[-1])
+    if pos_embedding.ndim == 3:  # legacy (1, n + 1, d): a cls row whatever the pool
+        fields.choose('pool', 'cls')
+        num_patches = pos_embedding.shape[1] - 1
+    else:
+        if cls_token.shape[0] not in (0, 1):
+            raise UsageError(f'{name}: cls_token has {cls_token.shape[0]} rows, expected 1 (pool cls) or 0 (mean)')
+        fields.read('pool', 'cls' if cls_token.shape[0] else 'mean')
+        num_patches = pos_embedding.shape[0] - cls_token.shape[0]
+    _sizes(fields, arrays[f'{prefix}to_patch_embedding.2.weight'].shape[-1], num_patches)
+
+    transformer = f'{prefix}transformer.'
+    depth = fields.read('depth', _depth(arrays, transformer))
+    if depth:
+        fields.read('mlp_dim', arrays[f'{transformer}layers.0.1.net.1.weight'].shape[0])
+    else:
+        fields.choose('mlp_dim', 4 * dim)
+    _heads(fields, arrays, transformer, dim, 'heads', 'dim_head')
+    head = arrays.get(f'{prefix}mlp_head.weight')
+    fields.read('num_classes', 0 if head is None else head.shape[0])
+    config = {'model': model, 'vit': {field: fields.values[field] for field in VIT_FIELDS}}
+
+    if model == 'MAE':
+        decoder_dim = fields.read('decoder_dim', arrays['mask_token'].shape[0])
+        fields.read('decoder_depth', _depth(arrays, 'decoder.'))
+        _heads(fields, arrays, 'decoder.', decoder_dim, 'decoder_heads', 'decoder_dim_head')
+        fields.choose('masking_ratio', 0.75)
+        fields.choose('norm_pix_loss', False)
+        config['mae'] = {field: fields.values[field] for field in MAE_FIELDS}
+    return config, fields.sources

@@ -1,0 +1,135 @@
+"""mae-convert: torch layout <-> Flax checkpoints, hyperparameters inferred or asked for, bad input refused."""
+
+import json
+
+import numpy as np
+import pytest
+import safetensors
+import safetensors.numpy
+import torch
+
+from mae_flax.cli import convert
+from tests.cli.conftest import TINY_FLAGS, assert_one_line_error, run_command
+
+
+def test_torch_to_flax_to_torch_is_bit_exact(wrapped_checkpoint, tiny_model, tmp_path):
+    flax_path, torch_path = tmp_path / 'mae.safetensors', tmp_path / 'back.pt'
+
+    to_flax = run_command('convert', wrapped_checkpoint, flax_path, *TINY_FLAGS)
+    assert to_flax.returncode == 0, to_flax.stderr
+    num_parameters = sum(param.numel() for param in tiny_model.parameters())
+    assert f'MAE, {num_parameters:,} parameters' in to_flax.stdout
+    assert 'heads             2           given' in to_flax.stdout
+    assert 'dim_head          16          inferred' in to_flax.stdout
+    assert 'masking_ratio     0.75        assumed' in to_flax.stdout
+
+    # back needs no flags: the config JSON written beside the Flax file holds them
+    to_torch = run_command('convert', flax_path, torch_path)
+    assert to_torch.returncode == 0, to_torch.stderr
+    assert 'from mae.safetensors.json' in to_torch.stdout
+
+    expected, actual = tiny_model.state_dict(), torch.load(torch_path, weights_only=True)
+    assert list(actual) == list(expected)
+    for key, value in expected.items():
+        assert torch.equal(actual[key], value), key
+    assert json.loads((tmp_path / 'back.pt.json').read_text()) == json.loads(
+        (tmp_path / 'mae.safetensors.json').read_text()
+    )
+
+
+def test_flax_checkpoint_is_keyed_by_flax_parameter_paths(flax_checkpoint, tiny_model):
+    with safetensors.safe_open(flax_checkpoint, framework='np') as file:
+        assert file.metadata() == {'format': 'mae_flax'}
+    arrays = safetensors.numpy.load_file(flax_checkpoint)
+    torch_weight = tiny_model.state_dict()['encoder.transformer.layers.0.0.to_qkv.weight'].numpy()
+    np.testing.assert_array_equal(arrays['encoder.transformer.layers.0.0.to_qkv.kernel'], torch_weight.T)
+    config = json.loads(flax_checkpoint.with_name('mae.safetensors.json').read_text())
+    assert config['model'] == 'MAE'
+    assert config['vit'] | config['mae'] == {
+        'image_size': 32, 'patch_size': 8, 'channels': 3, 'dim': 32, 'depth': 1, 'heads': 2, 'dim_head': 16,
+        'mlp_dim': 64, 'pool': 'cls', 'num_classes': 0, 'decoder_dim': 24, 'decoder_depth': 1, 'decoder_heads': 2,
+        'decoder_dim_head': 16, 'masking_ratio': 0.75, 'norm_pix_loss': False,
+    }  # fmt: skip
+
+
+def test_vit_pytorch_checkpoint_converts(vit_pytorch_checkpoint, tmp_path):
+    out = tmp_path / 'mae.safetensors'
+    assert convert.main([str(vit_pytorch_checkpoint), str(out), '--heads', '2', '--decoder_dim_head', '8']) == 0
+    config = json.loads((tmp_path / 'mae.safetensors.json').read_text())
+    assert (config['vit']['pool'], config['vit']['num_classes'], config['mae']['decoder_heads']) == ('mean', 10, 4)
+    torch_weight = torch.load(vit_pytorch_checkpoint, weights_only=True)['to_pixels.weight'].numpy()
+    np.testing.assert_array_equal(safetensors.numpy.load_file(out)['to_pixels.kernel'], torch_weight.T)
+
+
+def test_vit_only_checkpoint_converts_without_flags(vit_checkpoint, tmp_path):
+    assert convert.main([str(vit_checkpoint), str(tmp_path / 'vit_flax.safetensors')]) == 0
+    config = json.loads((tmp_path / 'vit_flax.safetensors.json').read_text())
+    assert config['model'] == 'ViT' and 'mae' not in config
+    assert (config['vit']['heads'], config['vit']['dim_head'], config['vit']['num_classes']) == (1, 32, 10)
+    assert 'mlp_head.kernel' in safetensors.numpy.load_file(tmp_path / 'vit_flax.safetensors')
+
+
+def test_ambiguous_heads_ask_for_the_flag_and_write_nothing(wrapped_checkpoint, tmp_path):
+    result = run_command('convert', wrapped_checkpoint, tmp_path / 'mae.safetensors')
+    assert_one_line_error(result, 'mae-convert')
+    assert '--heads or --dim_head' in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path):
+    (tmp_path / 'notes.pt').write_text('not a checkpoint')
+    result = run_command('convert', tmp_path / 'notes.pt', tmp_path / 'out.safetensors')
+    assert_one_line_error(result, 'mae-convert')
+    assert 'notes.pt is not a readable .pt checkpoint' in result.stderr
+    assert not (tmp_path / 'out.safetensors').exists()
+
+
+def _timm_checkpoint(path):
+    torch.save(
+        {'patch_embed.proj.weight': torch.zeros(8, 3, 4, 4), 'blocks.0.attn.qkv.weight': torch.zeros(24, 8)}, path
+    )
+
+
+def _pickled_module(path):
+    torch.save(torch.nn.Linear(2, 2), path)
+
+
+def _no_tensors(path):
+    torch.save({'epoch': 3, 'optimizer': {'lr': 0.1}}, path)
+
+
+@pytest.mark.parametrize(
+    ('make_input', 'flags', 'message'),
+    [
+        (_timm_checkpoint, (), 'a different architecture'),
+        (_pickled_module, (), 'save model.state_dict() instead'),
+        (_no_tensors, (), 'no tensors'),
+        (None, ('--image_size', '64'), 'check --image_size'),
+        (None, ('--channels', '1'), 'pass --patch_size'),
+        (None, ('--heads', '3'), '--heads 3 does not divide'),
+        (None, ('--dim', '8'), 'unrecognized arguments'),
+    ],
+    ids=[
+        'other_architecture',
+        'pickled_module',
+        'no_tensors',
+        'wrong_image_size',
+        'wrong_channels',
+        'bad_heads',
+        'unknown_flag',
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(make_input, flags, message, wrapped_checkpoint, tmp_path, capsys):
+    source = wrapped_checkpoint
+    if make_input is not None:
+        source = tmp_path / 'input.pt'
+        make_input(source)
+    out = tmp_path / 'out.safetensors'
+    with pytest.raises(SystemExit) as exit_info:
+        convert.run([str(source), str(out), '--decoder_heads', '2', *flags])
+    stderr = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    # one error line, last; argparse's own errors print the usage above it
+    assert stderr.splitlines()[-1].startswith('mae-convert: error: ') and stderr.count('error:') == 1, stderr
+    assert message in stderr and 'Traceback' not in stderr
+    assert not out.exists() and not (tmp_path / 'out.safetensors.json').exists()

@@ -1,0 +1,98 @@
+"""mae-reconstruct: the PNG grid, its panels, and the same picture from both backends for a seed."""
+
+import numpy as np
+import pytest
+from einops import rearrange
+from PIL import Image
+
+from mae_flax.cli import reconstruct
+from tests.cli.conftest import TINY, TINY_FLAGS, assert_one_line_error, run_command
+
+PATCH, SIZE = 8, 32
+
+
+def panels(path):
+    """The PNG as (rows, 4 panels, h, w, 3) int."""
+    return rearrange(np.asarray(Image.open(path)).astype(int), '(b h) (k w) c -> b k h w c', h=SIZE, w=SIZE)
+
+
+def patch_grid(image):
+    """(h, w, 3) -> (num_patches, patch values), in the models' patch order."""
+    return rearrange(image, '(h p1) (w p2) c -> (h w) (p1 p2 c)', p1=PATCH, p2=PATCH)
+
+
+@pytest.fixture(scope='module')
+def grids(flax_checkpoint, wrapped_checkpoint, image_dir, tmp_path_factory):
+    """The same images and seed through the Flax checkpoint (flax) and the torch one (torch)."""
+    out = tmp_path_factory.mktemp('grids')
+    images = [image_dir / 'a.png', image_dir / 'b.png']
+    results = {
+        'flax': run_command('reconstruct', flax_checkpoint, *images, '--out', out / 'flax.png', '--seed', 3),
+        'torch': run_command(
+            'reconstruct', wrapped_checkpoint, *images, '--out', out / 'torch.png', '--seed', 3, '--backend', 'torch',
+            *TINY_FLAGS,
+        ),
+    }  # fmt: skip
+    return {backend: (result, out / f'{backend}.png') for backend, result in results.items()}
+
+
+@pytest.mark.parametrize('backend', ['flax', 'torch'])
+def test_grid_has_one_row_per_image_and_four_panels(grids, backend):
+    result, path = grids[backend]
+    assert result.returncode == 0, result.stderr
+    assert 'resized' in result.stderr and 'b.png from 48x40 to 32x32' in result.stderr
+    with Image.open(path) as image:
+        assert image.format == 'PNG' and image.size == (4 * SIZE, 2 * SIZE)
+
+
+def test_panels_differ_where_they_should(grids):
+    original, masked, reconstruction, pasted = panels(grids['flax'][1]).transpose(1, 0, 2, 3, 4)
+    num_masked = int(TINY.masking_ratio * TINY.num_patches)
+    # the masking noise is numpy's, drawn from the seed: the smallest num_masked values are masked
+    noise = np.random.default_rng(3).random((2, TINY.num_patches), dtype=np.float32)
+    for row in range(2):
+        visible = np.argsort(noise[row])[num_masked:]
+        masked_patches = np.argsort(noise[row])[:num_masked]
+        np.testing.assert_array_equal(patch_grid(pasted[row])[visible], patch_grid(original[row])[visible])
+        np.testing.assert_array_equal(patch_grid(masked[row])[visible], patch_grid(original[row])[visible])
+        assert (patch_grid(masked[row])[masked_patches] != patch_grid(original[row])[masked_patches]).any()
+        assert (patch_grid(reconstruction[row]) != patch_grid(original[row])).any()
+        # the pasted panel shows the predictions where the patches were masked
+        np.testing.assert_array_equal(
+            patch_grid(pasted[row])[masked_patches], patch_grid(reconstruction[row])[masked_patches]
+        )
+
+
+def test_both_backends_draw_the_same_picture(grids):
+    flax_grid, torch_grid = panels(grids['flax'][1]), panels(grids['torch'][1])
+    # the predictions differ by float32 rounding (~1e-6 relative), which can flip a pixel's uint8 rounding by a
+    # level; a different mask or a wrong weight moves whole patches by tens of levels
+    assert np.abs(flax_grid - torch_grid).max() <= 2
+
+
+def test_a_missing_image_is_one_line(flax_checkpoint, image_dir, tmp_path):
+    result = run_command(
+        'reconstruct', flax_checkpoint, image_dir / 'a.png', tmp_path / 'nope.png', '--out', tmp_path / 'grid.png'
+    )
+    assert_one_line_error(result, 'mae-reconstruct')
+    assert 'no such image' in result.stderr and 'nope.png' in result.stderr
+    assert not (tmp_path / 'grid.png').exists()
+
+
+@pytest.mark.parametrize(
+    ('args', 'message'),
+    [(['--out', 'grid.jpg'], '--out must be a .png file'), (['--scale', '0', '--out', 'grid.png'], '--scale')],
+)
+def test_bad_arguments_are_one_line(flax_checkpoint, image_dir, args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        reconstruct.run([str(flax_checkpoint), str(image_dir / 'a.png'), *args])
+    stderr = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert stderr.startswith('mae-reconstruct: error: ') and message in stderr
+
+
+def test_vit_only_checkpoint_cannot_reconstruct(vit_checkpoint, image_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        reconstruct.run([str(vit_checkpoint), str(image_dir / 'a.png'), '--out', str(tmp_path / 'grid.png')])
+    assert exit_info.value.code == 2
+    assert 'cannot reconstruct' in capsys.readouterr().err
