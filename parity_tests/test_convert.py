@@ -1,5 +1,9 @@
 """The converter: torch -> Flax -> torch is bit-exact, files round-trip, and nothing loads partially."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -16,6 +20,8 @@ from mae_flax.convert import (
 )
 from parity_tests.configs import CONFIGS
 from parity_tests.pairs import Config, flax_mae, mae_pair, torch_mae
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _assert_state_dicts_identical(torch_state, numpy_state, ordered=True):
@@ -163,3 +169,19 @@ def test_bfloat16_torch_weights_load_exactly():
     assert flax_model.mask_token[...].dtype == jnp.float32
     for key, value in to_torch_state_dict(flax_model).items():
         np.testing.assert_array_equal(value, state[key].float().numpy(), err_msg=key)
+
+
+def test_mae_flax_and_its_converter_import_without_torch(tmp_path):
+    # a TPU host installs mae_flax without torch; safetensors files still convert there
+    code = (
+        'import sys; sys.modules["torch"] = None\n'
+        'import numpy as np, mae_flax, mae_flax.convert as c\n'
+        'c.save_state_dict_file({"w": np.ones(2, np.float32)}, sys.argv[1])\n'
+        'print(c.load_state_dict_file(sys.argv[1])["w"].sum())\n'
+        'c.save_state_dict_file({"w": np.ones(2, np.float32)}, sys.argv[1] + ".pt")\n'
+    )
+    result = subprocess.run(
+        [sys.executable, '-c', code, str(tmp_path / 'w.safetensors')], capture_output=True, text=True, cwd=REPO_ROOT
+    )
+    assert result.stdout.strip() == '2.0', result.stderr
+    assert 'reading or writing' in result.stderr and 'needs torch' in result.stderr
