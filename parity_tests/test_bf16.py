@@ -19,12 +19,15 @@ PREDICTIONS, LOSS = 4 * 2**-7, 5e-3
 
 
 @pytest.mark.parametrize('config_name', ['cls', 'mean', 'single_head', 'norm_pix_loss'])
-def test_bfloat16_flax_matches_torch_autocast(config_name):
+def test_bfloat16_flax_matches_torch_autocast(config_name, devices):
     config = CONFIGS[config_name]
+    torch_device = devices[1]
     torch_model, flax_model = mae_pair(config, dtype=jnp.bfloat16)
     img, masking_noise = images('normal', config), noise(config)
-    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
-        expected = torch_model(img, noise=masking_noise, return_outputs=True)
+    with torch.no_grad(), torch.autocast(torch_device.type, dtype=torch.bfloat16):
+        expected = torch_model.to(torch_device)(
+            img.to(torch_device), noise=masking_noise.to(torch_device), return_outputs=True
+        )
     actual = nnx.jit(lambda m, x, n: m(x, noise=n, return_outputs=True))(flax_model, to_jax(img), to_jax(masking_noise))
     assert actual.pred_pixel_values.dtype == jnp.bfloat16 and actual.loss.dtype == jnp.float32
     assert tolerances.scaled_error(to_numpy(expected.pred_pixel_values), actual.pred_pixel_values) <= PREDICTIONS

@@ -13,18 +13,19 @@ GRADIENTS = {'normal': 1e-5, 'offset': 1e-2}
 CASES = [(config, 'normal') for config in CONFIGS] + [('cls', 'offset'), ('mean', 'offset')]
 
 
-def _grads(config_name, kind):
+def _grads(config_name, kind, torch_device):
     config = CONFIGS[config_name]
     torch_model, flax_model = mae_pair(config)
-    img, masking_noise = images(kind, config).requires_grad_(True), noise(config)
-    torch_model(img, noise=masking_noise).backward()
-    _, flax_grads, flax_img_grad = loss_and_grads(flax_model, to_jax(img.detach()), to_jax(masking_noise))
-    return torch_model, img.grad, flax_grads, flax_img_grad
+    img, masking_noise = images(kind, config), noise(config)
+    torch_img = img.to(torch_device).requires_grad_(True)
+    torch_model.to(torch_device)(torch_img, noise=masking_noise.to(torch_device)).backward()
+    _, flax_grads, flax_img_grad = loss_and_grads(flax_model, to_jax(img), to_jax(masking_noise))
+    return torch_model.cpu(), torch_img.grad.cpu(), flax_grads, flax_img_grad
 
 
 @pytest.mark.parametrize(('config_name', 'kind'), CASES, ids=[f'{c}-{k}' for c, k in CASES])
-def test_parameter_and_input_gradients_match(config_name, kind):
-    torch_model, torch_img_grad, flax_grads, flax_img_grad = _grads(config_name, kind)
+def test_parameter_and_input_gradients_match(config_name, kind, devices):
+    torch_model, torch_img_grad, flax_grads, flax_img_grad = _grads(config_name, kind, devices[1])
     errors = {}
     for key, param in torch_model.named_parameters():
         # parameters the loss never reaches (the encoder's cls_token in MAE) have no torch gradient: zero in JAX
@@ -40,5 +41,5 @@ def test_parameter_and_input_gradients_match(config_name, kind):
 
 
 def test_every_torch_parameter_has_a_flax_gradient():
-    torch_model, _, flax_grads, _ = _grads('cls', 'normal')
+    torch_model, _, flax_grads, _ = _grads('cls', 'normal', 'cpu')
     assert {key for key, _ in torch_model.named_parameters()} <= set(flax_grads)

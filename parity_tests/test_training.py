@@ -39,16 +39,19 @@ def _decayed_params(flax_model, torch_model):
 
 
 @functools.cache
-def _run(config_name):
+def _run(config_name, device_name):
+    """Both runs; the JAX side on the default device (the `devices` fixture sets it), torch on its twin."""
     config = CONFIGS[config_name]
+    torch_device = torch.device('cuda' if device_name == 'gpu' else 'cpu')
     torch_model, flax_model = mae_pair(config)
+    torch_model.to(torch_device)
     batches = [(images('normal', config, seed=100 + step), noise(config, seed=200 + step)) for step in range(STEPS)]
 
     torch_optimizer = torch.optim.AdamW(torch_model.parameters(), **HYPERPARAMETERS)
     torch_losses = []
     for img, masking_noise in batches:
         torch_optimizer.zero_grad()
-        loss = torch_model(img, noise=masking_noise)
+        loss = torch_model(img.to(torch_device), noise=masking_noise.to(torch_device))
         loss.backward()
         torch_optimizer.step()
         torch_losses.append(loss.item())
@@ -71,19 +74,19 @@ def _run(config_name):
         return loss
 
     flax_losses = [float(train_step(flax_model, optimizer, to_jax(img), to_jax(n))) for img, n in batches]
-    return torch_model, flax_model, np.array(torch_losses), np.array(flax_losses)
+    return torch_model.cpu(), flax_model, np.array(torch_losses), np.array(flax_losses)
 
 
 @pytest.mark.parametrize('config_name', ['cls', 'mean'])
-def test_losses_match_at_every_step(config_name):
-    _, _, torch_losses, flax_losses = _run(config_name)
+def test_losses_match_at_every_step(config_name, devices):
+    _, _, torch_losses, flax_losses = _run(config_name, devices[0])
     assert torch_losses[-1] < torch_losses[0]  # it trains
     np.testing.assert_allclose(flax_losses, torch_losses, rtol=LOSS_RTOL, atol=0)
 
 
 @pytest.mark.parametrize('config_name', ['cls', 'mean'])
-def test_final_weights_match(config_name):
-    torch_model, flax_model, _, _ = _run(config_name)
+def test_final_weights_match(config_name, devices):
+    torch_model, flax_model, _, _ = _run(config_name, devices[0])
     flax_weights = to_torch_state_dict(flax_model)
     errors = {
         key: tolerances.scaled_error(value.numpy(), flax_weights[key])
