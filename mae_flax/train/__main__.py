@@ -1,0 +1,3 @@
+from mae_flax.train.main import run
+
+run()

@@ -1,0 +1,103 @@
+"""What a person sees of a run: metrics.jsonl, TensorBoard events, reconstruction grids and a loss curve (PNG)."""
+
+import json
+import math
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from mae_flax.files import atomic_path
+from mae_flax.visualize import reconstruction_panels, save_grid
+
+
+class MetricsWriter:
+    """Appends one JSON line per logged step to workdir/metrics.jsonl and mirrors it to TensorBoard."""
+
+    def __init__(self, workdir):
+        import tensorboardX  # only process 0 writes; imports protobuf, a second and a half
+
+        self.path = workdir / 'metrics.jsonl'
+        self.tensorboard = tensorboardX.SummaryWriter(str(workdir / 'tensorboard'))
+
+    def write(self, step, metrics):
+        with open(self.path, 'a') as file:
+            file.write(json.dumps({'step': step, **metrics}) + '\n')
+        for name, value in metrics.items():
+            self.tensorboard.add_scalar(name, value, step)
+
+    def close(self):
+        self.tensorboard.close()
+
+
+def read_metrics(path):
+    """{step: record}; a resumed run logs again the steps after its last checkpoint, and the latest line wins.
+    A line cut off by a crash is skipped."""
+    records = {}
+    if not path.exists():
+        return records
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        records[record['step']] = record
+    return dict(sorted(records.items()))
+
+
+def save_reconstructions(path, images, pred_pixel_values, masked_indices, patch_size, norm_pix_loss, mean, std):
+    """The grid (original | masked | reconstruction | pasted) for normalised images, drawn in pixel colours."""
+    panels = reconstruction_panels(images, pred_pixel_values, masked_indices, patch_size, norm_pix_loss)
+    panels = {name: panel * std + mean for name, panel in panels.items()}
+    scale = max(1, 128 // images.shape[1])
+    return save_grid(panels, path, scale=scale)
+
+
+def _ticks(low, high, count=5):
+    return [low + (high - low) * i / (count - 1) for i in range(count)]
+
+
+def save_loss_curve(records, path, size=(720, 420)):
+    """Training loss (and the fixed-batch eval loss, where logged) against step, as a PNG; PIL only."""
+    train = [(step, record['loss']) for step, record in records.items() if 'loss' in record]
+    evals = [(step, record['eval_loss']) for step, record in records.items() if 'eval_loss' in record]
+    if not train and not evals:
+        return None
+    steps = np.array([step for step, _ in train + evals], dtype=np.float64)
+    losses = np.array([value for _, value in train], dtype=np.float64)
+    width, height = size
+    left, right, top, bottom = 70, 20, 30, 50
+    values = np.concatenate([losses, [value for _, value in evals]])
+    low, high = float(values.min()), float(values.max())
+    high = high if high > low else low + 1.0
+    first, last = float(steps.min()), float(steps.max())
+    last = last if last > first else first + 1.0
+
+    def xy(step, loss):
+        x = left + (step - first) / (last - first) * (width - left - right)
+        y = top + (high - loss) / (high - low) * (height - top - bottom)
+        return x, y
+
+    image = Image.new('RGB', size, 'white')
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+    draw.rectangle((left, top, width - right, height - bottom), outline='black')
+    for value in _ticks(low, high):
+        _, y = xy(first, value)
+        draw.line((left - 5, y, left, y), fill='black')
+        draw.text((5, y - 6), f'{value:.4g}', fill='black', font=font)
+    for value in _ticks(first, last):
+        x, _ = xy(value, low)
+        draw.line((x, height - bottom, x, height - bottom + 5), fill='black')
+        draw.text((x - 12, height - bottom + 8), f'{math.floor(value)}', fill='black', font=font)
+    draw.text((width // 2 - 15, height - 22), 'step', fill='black', font=font)
+    if len(train) > 1:
+        draw.line([xy(step, value) for step, value in train], fill=(31, 119, 180), width=2)
+    draw.text((left + 10, 8), 'train loss', fill=(31, 119, 180), font=font)
+    if evals:
+        for step, value in evals:
+            x, y = xy(step, value)
+            draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=(214, 39, 40))
+        draw.text((left + 100, 8), 'eval loss (fixed batch and mask)', fill=(214, 39, 40), font=font)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format='PNG')
+    return path

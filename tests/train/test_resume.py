@@ -1,0 +1,59 @@
+"""Faults: SIGKILL, SIGTERM (preemption), a half-written checkpoint, a NaN loss."""
+
+import math
+import shutil
+import signal
+
+import pytest
+
+from mae_flax.configs import mae
+from mae_flax.train import export, trainer
+from tests.train.conftest import REPO, SMOKE, losses, train
+
+SIGNAL_AT = str(REPO / 'tests/train/signal_at.py')
+
+
+def checkpoint_steps(workdir):
+    return sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit())
+
+
+def test_sigkill_then_sigterm_then_finish_gives_the_same_losses_bitwise(smoke_run, tmp_path):
+    reference, _ = smoke_run
+    flags = [SMOKE, f'--workdir={tmp_path}']
+
+    # a crash after step 6: the checkpoint of step 4 may still have been being written
+    killed = train(flags, script=[SIGNAL_AT, 'SIGKILL', '6'], check=False)
+    assert killed.returncode == -signal.SIGKILL
+    assert max(losses(tmp_path)) == 6
+
+    # a preemption notice at step 10: the run saves a checkpoint there and exits cleanly
+    preempted = train(flags, script=[SIGNAL_AT, 'SIGTERM', '10'])
+    assert checkpoint_steps(tmp_path)[-1] == 10
+    assert '(12 this run)' not in preempted.stdout  # it resumed after the crash
+
+    finished = train(flags)
+    assert 'done: step 12 (2 this run)' in finished.stdout
+    # same program, same inputs, same CPU: no reason for any difference, so none is tolerated
+    assert losses(tmp_path) == losses(reference)
+
+
+def test_half_written_checkpoint_is_never_restored(smoke_run, tmp_path):
+    workdir = tmp_path / 'run'
+    shutil.copytree(smoke_run[0], workdir)
+    # what a crash during the save of step 16 leaves: orbax's temporary directory, never renamed into place
+    partial = workdir / 'checkpoints' / '16.orbax-checkpoint-tmp-1234'
+    shutil.copytree(workdir / 'checkpoints' / '12', partial)
+    shutil.rmtree(partial / 'data')
+    _, step, _ = export.load_checkpoint(workdir)
+    assert step == 12
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = mae.get_config('smoke')
+    config.optim.base_lr = 1e30  # the first update blows the parameters up; the next loss overflows
+    config.checkpoint.every_steps = 1
+    with pytest.raises(FloatingPointError, match=r'loss is (nan|inf) at step (\d+): stopping') as error:
+        trainer.train(config, tmp_path)
+    bad_step = int(str(error.value).split(' at step ')[1].split(':')[0])
+    assert checkpoint_steps(tmp_path)[-1] == bad_step - 1
+    assert all(math.isfinite(loss) for step, loss in losses(tmp_path).items() if step < bad_step)

@@ -1,0 +1,75 @@
+"""Torch in, torch out: --init_from a torch state dict, and mae-export back to one that mae_torch loads."""
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+from flax import nnx
+
+import mae_torch
+from mae_flax.configs import mae
+from mae_flax.convert import save_state_dict_file, to_torch_state_dict
+from mae_flax.train import export, optim, trainer
+
+
+@pytest.mark.parametrize('suffix', ['.pt', '.safetensors'])
+def test_export_loads_into_mae_torch_and_gives_the_flax_loss(smoke_run, tmp_path, suffix):
+    workdir, _ = smoke_run
+    path, step = export.export(workdir, tmp_path / f'mae{suffix}')
+    assert step == 12
+    state_dict = torch.load(path) if suffix == '.pt' else safetensors.torch.load_file(path)
+    model, _, config = export.load_checkpoint(workdir)
+    torch_model = mae_torch.MAE(encoder=mae_torch.ViT(**config.model), **config.mae)
+    torch_model.load_state_dict(state_dict)  # strict: exactly vit-pytorch's keys and shapes
+
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((4, 16, 16, 3)).astype(np.float32)  # (b, h, w, c)
+    noise = rng.uniform(size=(4, 16)).astype(np.float32)
+    flax_loss = float(model(images, noise=noise))
+    with torch.no_grad():
+        torch_loss = float(torch_model(torch.from_numpy(images).permute(0, 3, 1, 2), noise=torch.from_numpy(noise)))
+    # the same float32 function in two libraries: only the order of summation differs
+    np.testing.assert_allclose(torch_loss, flax_loss, rtol=1e-5)
+
+
+def test_export_encoder_only_is_a_vit_state_dict(smoke_run, tmp_path):
+    path, _ = export.export(smoke_run[0], tmp_path / 'vit.pt', encoder_only=True)
+    config = trainer.load_config(smoke_run[0])
+    mae_torch.ViT(**config.model).load_state_dict(torch.load(path))
+
+
+@pytest.fixture(scope='module')
+def fresh_state():
+    config = mae.get_config('smoke')
+    config.mesh.update(data=1, fsdp=1)
+    tx, _ = optim.make_optimizer(config.optim, config.batch_size, config.total_steps)
+    state = jax.jit(functools.partial(trainer.init_state, config, tx))()
+    graphdef, rest = trainer.model_parts(config)
+    shardings = jax.tree.map(lambda x: x.sharding, state['params'])
+    return config, state['params'], graphdef, rest, shardings
+
+
+def test_init_from_a_torch_mae_takes_all_its_weights(fresh_state, tmp_path):
+    config, params, graphdef, rest, shardings = fresh_state
+    torch.manual_seed(3)
+    torch_model = mae_torch.MAE(encoder=mae_torch.ViT(**config.model), **config.mae)
+    path = save_state_dict_file(torch_model.state_dict(), tmp_path / 'mae.pt')
+    loaded = trainer.init_from_torch(path, params, graphdef, rest, shardings)
+    for key, value in to_torch_state_dict(nnx.merge(graphdef, loaded, rest)).items():
+        np.testing.assert_array_equal(value, torch_model.state_dict()[key].numpy(), err_msg=key)
+
+
+def test_init_from_a_torch_vit_takes_the_encoder_and_keeps_the_decoder(fresh_state, tmp_path):
+    config, params, graphdef, rest, shardings = fresh_state
+    torch.manual_seed(4)
+    vit = mae_torch.ViT(**{**config.model, 'num_classes': 10})  # a classifier: its head is dropped
+    path = save_state_dict_file(vit.state_dict(), tmp_path / 'vit.safetensors')
+    loaded = trainer.init_from_torch(path, params, graphdef, rest, shardings)
+    model = nnx.merge(graphdef, loaded, rest)
+    for key, value in to_torch_state_dict(model.encoder).items():
+        np.testing.assert_array_equal(value, vit.state_dict()[key].numpy(), err_msg=key)
+    np.testing.assert_array_equal(model.decoder_pos_emb[...], params['decoder_pos_emb'])
+    np.testing.assert_array_equal(model.mask_token[...], params['mask_token'])
