@@ -5,6 +5,10 @@ import os
 import tempfile
 from pathlib import Path
 
+# mkstemp creates files readable by their owner alone; the finished file gets the usual umask-based mode
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(path):
@@ -15,6 +19,7 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
