@@ -19,6 +19,8 @@ from mae_flax.mae import MAE
 from mae_flax.vit import ViT
 
 SAME, TRANSPOSE = 'same', 'transpose'
+WRAPPER_KEYS = ('state_dict', 'model_state_dict', 'model', 'module')  # where training scripts nest the weights
+STRIPPED_PREFIXES = ('module.', '_orig_mod.')  # DDP / DataParallel, and torch.compile
 
 
 def _linear(key, linear):
@@ -147,6 +149,35 @@ def to_torch_state_dict(model):
         key: np.array(param[...].T if layout == TRANSPOSE else param[...], order='C')
         for key, param, layout in torch_table(model)
     }
+
+
+def unwrap_state_dict(contents, name):
+    """The state dict inside `{'model': ...}` / `{'state_dict': ...}` wrappers that training scripts save, without
+    DDP's `module.` or torch.compile's `_orig_mod.` prefix; `name` (the file) is for the error message."""
+    state_dict = contents
+    while isinstance(state_dict, dict) and not _holds_only_tensors(state_dict):
+        inner = next((state_dict[key] for key in WRAPPER_KEYS if isinstance(state_dict.get(key), dict)), None)
+        if inner is None:
+            keys = ', '.join(map(str, list(state_dict)[:5]))
+            raise ValueError(
+                f'{name} holds a dict with no tensors at its top level nor under any of {", ".join(WRAPPER_KEYS)} '
+                f'(its keys: {keys})'
+            )
+        state_dict = inner
+    if not isinstance(state_dict, dict):
+        raise TypeError(f'{name} holds a {type(state_dict).__name__}, not a state dict of tensors')
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in STRIPPED_PREFIXES:
+            if all(str(key).startswith(prefix) for key in state_dict):
+                state_dict = {key[len(prefix) :]: value for key, value in state_dict.items()}
+                stripped = True
+    return state_dict
+
+
+def _holds_only_tensors(mapping):
+    return bool(mapping) and all(hasattr(value, 'shape') for value in mapping.values())
 
 
 def load_state_dict_file(path):

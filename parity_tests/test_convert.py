@@ -17,6 +17,7 @@ from mae_flax.convert import (
     load_torch_state_dict,
     save_state_dict_file,
     to_torch_state_dict,
+    unwrap_state_dict,
 )
 from parity_tests.configs import CONFIGS
 from parity_tests.pairs import Config, flax_mae, mae_pair, torch_mae
@@ -185,3 +186,18 @@ def test_mae_flax_and_its_converter_import_without_torch(tmp_path):
     )
     assert result.stdout.strip() == '2.0', result.stderr
     assert 'reading or writing' in result.stderr and 'needs torch' in result.stderr
+
+
+def test_wrappers_and_prefixes_are_removed():
+    weights = {'pos_embedding': torch.zeros(2, 3)}
+    for wrapped in (
+        weights,
+        {'state_dict': weights, 'epoch': 1},
+        {'model': {f'module.{key}': value for key, value in weights.items()}, 'optimizer': {}},
+        {'model_state_dict': {f'module._orig_mod.{key}': value for key, value in weights.items()}},
+    ):
+        assert unwrap_state_dict(wrapped, 'x.pt').keys() == weights.keys()
+    with pytest.raises(ValueError, match='no tensors'):
+        unwrap_state_dict({'epoch': 1}, 'x.pt')
+    with pytest.raises(TypeError, match='holds a list, not a state dict of tensors'):
+        unwrap_state_dict([1], 'x.pt')

@@ -26,13 +26,17 @@ from flax import nnx
 import mae_flax
 from mae_flax.cli.common import UsageError
 from mae_flax.cli.infer import compact, infer_config
-from mae_flax.convert import load_state_dict_file, load_torch_state_dict, save_state_dict_file, to_torch_state_dict
+from mae_flax.convert import (
+    load_state_dict_file,
+    load_torch_state_dict,
+    save_state_dict_file,
+    to_torch_state_dict,
+    unwrap_state_dict,
+)
 from mae_flax.files import atomic_path
 
 FLAX_FORMAT = 'mae_flax'
 TORCH_SUFFIXES = ('.pt', '.pth', '.safetensors')
-WRAPPER_KEYS = ('state_dict', 'model_state_dict', 'model', 'module')  # where training scripts nest the weights
-STRIPPED_PREFIXES = ('module.', '_orig_mod.')  # DDP / DataParallel, and torch.compile
 
 
 @dataclasses.dataclass
@@ -61,34 +65,6 @@ def one_line(error):
 def flax_params(model):
     """{'encoder.transformer.layers.0.0.to_qkv.kernel': nnx.Param, ...}: the Flax checkpoint's keys."""
     return {'.'.join(map(str, path)): node for path, node in nnx.iter_graph(model) if isinstance(node, nnx.Param)}
-
-
-def unwrap_state_dict(contents, name):
-    """The state dict inside `{'model': ...}` / `{'state_dict': ...}` wrappers, without DDP's `module.` prefix."""
-    state_dict = contents
-    while isinstance(state_dict, dict) and not _holds_only_tensors(state_dict):
-        inner = next((state_dict[key] for key in WRAPPER_KEYS if isinstance(state_dict.get(key), dict)), None)
-        if inner is None:
-            keys = ', '.join(map(str, list(state_dict)[:5]))
-            raise UsageError(
-                f'{name} holds a dict with no tensors at its top level nor under any of {", ".join(WRAPPER_KEYS)} '
-                f'(its keys: {keys})'
-            )
-        state_dict = inner
-    if not isinstance(state_dict, dict):
-        raise UsageError(f'{name} holds a {type(state_dict).__name__}, not a state dict of tensors')
-    stripped = True
-    while stripped:
-        stripped = False
-        for prefix in STRIPPED_PREFIXES:
-            if all(str(key).startswith(prefix) for key in state_dict):
-                state_dict = {key[len(prefix) :]: value for key, value in state_dict.items()}
-                stripped = True
-    return state_dict
-
-
-def _holds_only_tensors(mapping):
-    return bool(mapping) and all(hasattr(value, 'shape') for value in mapping.values())
 
 
 def _read_file(path):
@@ -190,7 +166,10 @@ def load_checkpoint(path, flags):
         model = _load_flax_arrays(build_flax(stored), contents, path)
         arrays = to_torch_state_dict(model)
     else:
-        arrays = unwrap_state_dict(contents, path)
+        try:
+            arrays = unwrap_state_dict(contents, path)
+        except (TypeError, ValueError) as error:
+            raise UsageError(str(error)) from error
 
     config, sources = infer_config(arrays, given, path)
     if model is None or config != stored:

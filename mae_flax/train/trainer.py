@@ -24,7 +24,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
-from mae_flax.convert import load_state_dict_file, load_torch_state_dict
+from mae_flax.convert import load_state_dict_file, load_torch_state_dict, unwrap_state_dict
 from mae_flax.files import atomic_path
 from mae_flax.mae import MAE
 from mae_flax.patchify import pair
@@ -129,7 +129,7 @@ def make_eval_step(config, graphdef, rest):
 def init_from_torch(path, params, graphdef, rest, shardings):
     """Parameters from a vit-pytorch / mae_torch state dict: a full MAE, or a ViT for the encoder alone (the
     decoder keeps its fresh initialisation; a classifier head, which MAE does not use, is dropped)."""
-    state_dict = load_state_dict_file(path)
+    state_dict = unwrap_state_dict(load_state_dict_file(path), path)
     model = nnx.merge(graphdef, multihost_utils.process_allgather(params, tiled=True), rest)
     if any(key.startswith('encoder.') for key in state_dict):
         load_torch_state_dict(model, state_dict)

@@ -1,10 +1,8 @@
 """What the tensor shapes tell about a checkpoint's hyperparameters, and the flag named when they do not."""
 
 import pytest
-import torch
 
 import mae_torch
-from mae_flax.cli.checkpoint import unwrap_state_dict
 from mae_flax.cli.common import UsageError
 from mae_flax.cli.infer import infer_config
 from parity_tests.pairs import Config, torch_mae
@@ -57,16 +55,3 @@ def test_vit_classifier_without_decoder():
     config, _ = infer_config(vit.state_dict(), given(dim_head=16), 'vit.pt')
     assert config['model'] == 'ViT' and 'mae' not in config
     assert (config['vit']['heads'], config['vit']['depth'], config['vit']['num_classes']) == (3, 2, 5)
-
-
-def test_wrappers_and_prefixes_are_removed():
-    weights = {'pos_embedding': torch.zeros(2, 3)}
-    for wrapped in (
-        weights,
-        {'state_dict': weights, 'epoch': 1},
-        {'model': {f'module.{key}': value for key, value in weights.items()}, 'optimizer': {}},
-        {'model_state_dict': {f'module._orig_mod.{key}': value for key, value in weights.items()}},
-    ):
-        assert unwrap_state_dict(wrapped, 'x.pt').keys() == weights.keys()
-    with pytest.raises(UsageError, match='no tensors'):
-        unwrap_state_dict({'epoch': 1}, 'x.pt')

@@ -62,6 +62,18 @@ def test_init_from_a_torch_mae_takes_all_its_weights(fresh_state, tmp_path):
         np.testing.assert_array_equal(value, torch_model.state_dict()[key].numpy(), err_msg=key)
 
 
+def test_init_from_unwraps_a_ddp_training_checkpoint(fresh_state, tmp_path):
+    # what a torch training script saves: {'model': state_dict of a DDP-wrapped module, 'optimizer': ...}
+    config, params, graphdef, rest, shardings = fresh_state
+    torch.manual_seed(5)
+    torch_model = mae_torch.MAE(encoder=mae_torch.ViT(**config.model), **config.mae)
+    wrapped = {'model': {f'module.{key}': value for key, value in torch_model.state_dict().items()}, 'epoch': 7}
+    torch.save(wrapped, tmp_path / 'checkpoint.pth')
+    loaded = trainer.init_from_torch(tmp_path / 'checkpoint.pth', params, graphdef, rest, shardings)
+    for key, value in to_torch_state_dict(nnx.merge(graphdef, loaded, rest)).items():
+        np.testing.assert_array_equal(value, torch_model.state_dict()[key].numpy(), err_msg=key)
+
+
 def test_init_from_a_torch_vit_takes_the_encoder_and_keeps_the_decoder(fresh_state, tmp_path):
     config, params, graphdef, rest, shardings = fresh_state
     torch.manual_seed(4)
