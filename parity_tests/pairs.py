@@ -78,6 +78,15 @@ def mae_pair(config, seed=0, dtype=None):
     return torch_model, flax_model
 
 
+def vit_pair(config, seed=0):
+    """(mae_torch.ViT, mae_flax.ViT) holding the same weights: torch's init, converted."""
+    torch.manual_seed(seed)
+    torch_vit = mae_torch.ViT(**config.vit_kwargs)
+    return torch_vit, load_torch_state_dict(
+        mae_flax.ViT(**config.vit_kwargs, rngs=nnx.Rngs(seed)), torch_vit.state_dict()
+    )
+
+
 def images(kind, config, batch=4, seed=0):
     """(b, c, h, w) float32 images. 'normal': standard normal. 'low_variance': 0.003 * randn, where a wrong
     LayerNorm epsilon shows. 'offset': 50 + 0.01 * randn, where a one-pass variance loses its digits."""

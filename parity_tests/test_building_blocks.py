@@ -10,8 +10,7 @@ from flax import nnx
 
 import mae_flax
 import mae_torch
-from mae_flax.convert import load_torch_state_dict
-from parity_tests.pairs import Config, flax_mae, to_jax
+from parity_tests.pairs import Config, flax_mae, to_jax, vit_pair
 
 
 @pytest.mark.parametrize(('image_size', 'patch_size', 'channels'), [(32, 8, 3), ((32, 48), (8, 16), 1)])
@@ -77,10 +76,7 @@ def test_flax_noise_stream_advances_under_jit():
 @pytest.mark.parametrize('pool', ['cls', 'mean'])
 @pytest.mark.parametrize('num_classes', [0, 10])
 def test_vit_outputs_match(pool, num_classes):
-    config = Config(pool=pool, num_classes=num_classes)
-    torch.manual_seed(0)
-    torch_vit = mae_torch.ViT(**config.vit_kwargs)
-    flax_vit = load_torch_state_dict(mae_flax.ViT(**config.vit_kwargs, rngs=nnx.Rngs(0)), torch_vit.state_dict())
+    torch_vit, flax_vit = vit_pair(Config(pool=pool, num_classes=num_classes))
     img = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         expected = torch_vit(img).numpy()

@@ -10,8 +10,6 @@ import pytest
 import torch
 from flax import nnx
 
-import mae_flax
-import mae_torch
 from mae_flax.convert import (
     load_state_dict_file,
     load_torch_state_dict,
@@ -20,7 +18,7 @@ from mae_flax.convert import (
     unwrap_state_dict,
 )
 from parity_tests.configs import CONFIGS
-from parity_tests.pairs import Config, flax_mae, mae_pair, torch_mae
+from parity_tests.pairs import Config, flax_mae, mae_pair, torch_mae, vit_pair
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,10 +40,7 @@ def test_torch_to_flax_to_torch_is_bit_exact(config_name):
 @pytest.mark.parametrize('pool', ['cls', 'mean'])
 @pytest.mark.parametrize('num_classes', [0, 10])
 def test_vit_round_trip_is_bit_exact(pool, num_classes):
-    config = Config(pool=pool, num_classes=num_classes)
-    torch.manual_seed(0)
-    torch_vit = mae_torch.ViT(**config.vit_kwargs)
-    flax_vit = load_torch_state_dict(mae_flax.ViT(**config.vit_kwargs, rngs=nnx.Rngs(0)), torch_vit.state_dict())
+    torch_vit, flax_vit = vit_pair(Config(pool=pool, num_classes=num_classes))
     _assert_state_dicts_identical(torch_vit.state_dict(), to_torch_state_dict(flax_vit))
 
 
