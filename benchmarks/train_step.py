@@ -12,13 +12,10 @@ import argparse
 import dataclasses
 import datetime
 import functools
-import importlib.util
 import json
 import os
-import sys
 import tempfile
 import time
-import types
 import warnings
 from pathlib import Path
 
@@ -34,6 +31,7 @@ import mae_torch
 from benchmarks import hardware
 from benchmarks.presets import PRESETS, train_flops_per_image
 from mae_flax.files import atomic_path
+from parity_tests.reference import load_vit_pytorch
 
 BACKENDS = ('flax', 'torch', 'torch_compile', 'vit_pytorch')
 DTYPES = ('fp32', 'bf16')
@@ -95,27 +93,12 @@ def flax_runner(preset, dtype):
     return runner
 
 
-def import_vit_pytorch():
-    """vit-pytorch's ViT and MAE; its package __init__ imports torchvision, which it does not need for these."""
-    if 'vit_pytorch' in sys.modules:
-        return sys.modules['vit_pytorch.vit'].ViT, sys.modules['vit_pytorch.mae'].MAE
-    spec = importlib.util.find_spec('vit_pytorch')
-    if spec is None:
-        raise ImportError('vit-pytorch is not installed: pip install --no-deps vit-pytorch')
-    package = types.ModuleType('vit_pytorch')
-    package.__path__ = list(spec.submodule_search_locations)
-    sys.modules.setdefault('vit_pytorch', package)
-    from vit_pytorch.mae import MAE
-    from vit_pytorch.vit import ViT
-
-    return ViT, MAE
-
-
 def torch_runner(preset, dtype, backend):
     device = hardware.torch_device()
     torch.manual_seed(0)
     if backend == 'vit_pytorch':
-        vit_class, mae_class = import_vit_pytorch()
+        reference = load_vit_pytorch()
+        vit_class, mae_class = reference.vit.ViT, reference.mae.MAE
     else:
         vit_class, mae_class = mae_torch.ViT, mae_torch.MAE
     model = mae_class(encoder=vit_class(**preset.vit_kwargs), **preset.mae_kwargs).to(device)

@@ -1,20 +1,19 @@
-"""vit-pytorch itself, the reference the backends are checked against.
+"""vit-pytorch itself, the reference the backends are checked and benchmarked against.
 
 Its package `__init__` imports torchvision (and vit-pytorch's own dependencies pull a CUDA torch), so it is
 installed with `--no-deps` and its modules are imported under a package object whose `__init__` never runs.
 """
 
+import importlib
 import importlib.util
 import sys
 
-import pytest
 
-
-def vit_pytorch():
-    """The `vit_pytorch` package (its `vit` and `mae` modules loaded); skips the test when it is not installed."""
+def load_vit_pytorch():
+    """The `vit_pytorch` package with its `vit` and `mae` modules loaded; ImportError if it is not installed."""
     spec = importlib.util.find_spec('vit_pytorch')
     if spec is None:
-        pytest.skip('vit-pytorch is not installed (pip install --no-deps vit-pytorch); CI installs it')
+        raise ImportError('vit-pytorch is not installed: pip install --no-deps vit-pytorch')
     if 'vit_pytorch' not in sys.modules:
         # the package object, without running its __init__
         sys.modules['vit_pytorch'] = importlib.util.module_from_spec(spec)
@@ -22,3 +21,12 @@ def vit_pytorch():
     package.vit = importlib.import_module('vit_pytorch.vit')
     package.mae = importlib.import_module('vit_pytorch.mae')
     return package
+
+
+def vit_pytorch():
+    """`load_vit_pytorch()` for a test: skips it when vit-pytorch is not installed (CI installs it)."""
+    import pytest  # here, not at the top: the benchmarks load vit-pytorch without pytest
+
+    if importlib.util.find_spec('vit_pytorch') is None:
+        pytest.skip('vit-pytorch is not installed (pip install --no-deps vit-pytorch); CI installs it')
+    return load_vit_pytorch()
