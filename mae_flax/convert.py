@@ -120,7 +120,8 @@ def load_torch_state_dict(model, state_dict):
 
     expected_keys = [key for key, _, _ in table]
     problems = [f'missing key {key!r}' for key in expected_keys if key not in arrays]
-    problems += [f'unexpected key {key!r}' for key in arrays if key not in set(expected_keys)]
+    known_keys = set(expected_keys)
+    problems += [f'unexpected key {key!r}' for key in arrays if key not in known_keys]
     values = {}  # id(param) -> (key, array in Flax layout)
     for key, param, layout in table:
         if key not in arrays:
