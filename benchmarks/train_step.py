@@ -31,7 +31,7 @@ import mae_torch
 from benchmarks import hardware
 from benchmarks.presets import PRESETS, train_flops_per_image
 from mae_flax.files import atomic_path
-from parity_tests.reference import load_vit_pytorch
+from mae_torch.reference import load_vit_pytorch
 
 BACKENDS = ('flax', 'torch', 'torch_compile', 'vit_pytorch')
 DTYPES = ('fp32', 'bf16')

@@ -1,15 +1,18 @@
 """Flax NNX MAE: the same function and parameters as mae_torch (and vit-pytorch), built to pretrain on TPU/GPU."""
 
-from mae_flax.mae import MAE, MAEOutput, reconstruction_loss
-from mae_flax.masking import num_masked_patches, random_masking
-from mae_flax.patchify import patchify, unpatchify
-from mae_flax.vit import ViT
+from mae_core.contract import MAEOutput
+from mae_core.spec import ModelSpec
+from mae_flax.families import build
+from mae_flax.masking import random_masking
+from mae_flax.patches import patchify, unpatchify
+from mae_flax.vit_pytorch import MAE, ViT, reconstruction_loss
 
 __all__ = [
     'MAE',
     'MAEOutput',
+    'ModelSpec',
     'ViT',
-    'num_masked_patches',
+    'build',
     'patchify',
     'random_masking',
     'reconstruction_loss',

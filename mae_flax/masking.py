@@ -1,25 +1,17 @@
-"""Random masking with vit-pytorch's convention: argsort the noise, the smallest `num_masked` are masked."""
+"""Random masking: argsort the noise, then the family's convention (mae_core.masking) says which end is masked."""
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
-
-def num_masked_patches(masking_ratio, num_patches):
-    """How many of `num_patches` are masked: `int(masking_ratio * num_patches)`, as vit-pytorch."""
-    return int(masking_ratio * num_patches)
-
-
-def check_masking_ratio(masking_ratio, num_patches):
-    if not 0 < masking_ratio < 1:
-        raise ValueError(f'masking_ratio must be strictly between 0 and 1, got {masking_ratio}')
-    num_masked = num_masked_patches(masking_ratio, num_patches)
-    if not 0 < num_masked < num_patches:
-        raise ValueError(
-            f'masking_ratio {masking_ratio} masks {num_masked} of {num_patches} patches: '
-            'at least one patch must be masked and one kept'
-        )
+from mae_core.masking import VIT_PYTORCH
 
 
 def check_noise(noise, batch, num_patches):
+    if not isinstance(noise, jax.Array | np.ndarray):
+        raise TypeError(
+            f'expected noise as a jax or numpy array of shape ({batch}, {num_patches}), got {type(noise).__name__}'
+        )
     if tuple(noise.shape) != (batch, num_patches):
         raise ValueError(
             f'expected noise of shape (batch, num_patches) = ({batch}, {num_patches}), got {tuple(noise.shape)}'
@@ -28,7 +20,6 @@ def check_noise(noise, batch, num_patches):
         raise TypeError(f'expected floating point noise, got {noise.dtype}')
 
 
-def random_masking(noise, num_masked):
+def random_masking(noise, num_masked, convention=VIT_PYTORCH):
     """noise (b, n) -> (masked_indices (b, num_masked), unmasked_indices (b, n - num_masked))."""
-    rand_indices = jnp.argsort(noise, axis=-1)  # (b, n)
-    return rand_indices[:, :num_masked], rand_indices[:, num_masked:]
+    return convention.split(jnp.argsort(noise, axis=-1), num_masked)  # argsort: (b, n)

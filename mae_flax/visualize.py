@@ -7,8 +7,9 @@ import numpy as np
 from einops import rearrange
 from PIL import Image
 
+from mae_core.fields import pair
 from mae_flax.files import atomic_path
-from mae_flax.patchify import pair, patchify, unpatchify
+from mae_flax.patches import patchify, unpatchify
 
 PANELS = ('original', 'masked', 'reconstruction', 'reconstruction_pasted')
 

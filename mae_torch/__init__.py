@@ -1,15 +1,25 @@
 """PyTorch MAE: a drop-in for vit-pytorch's ViT and MAE (same keywords, same state_dict), with its bugs fixed."""
 
-from mae_torch.mae import MAE, MAEOutput, reconstruction_loss
-from mae_torch.masking import num_masked_patches, random_masking
-from mae_torch.patchify import patchify, unpatchify
-from mae_torch.vit import ViT
+from mae_core.contract import MAEOutput
+from mae_torch import vit_pytorch
+from mae_torch.masking import random_masking
+from mae_torch.patches import patchify, unpatchify
+from mae_torch.vit_pytorch import MAE, ViT, reconstruction_loss
+
+# one builder per family: ModelSpec -> model
+BUILDERS = {'vit_pytorch': vit_pytorch.build}
+
+
+def build(spec):
+    """The mae_torch model (MAE, or encoder alone) that a mae_core.ModelSpec describes, freshly initialised."""
+    return BUILDERS[spec.family](spec)
+
 
 __all__ = [
     'MAE',
     'MAEOutput',
     'ViT',
-    'num_masked_patches',
+    'build',
     'patchify',
     'random_masking',
     'reconstruction_loss',

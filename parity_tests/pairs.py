@@ -1,7 +1,5 @@
 """Twin models with the same weights, and the inputs the parity suite feeds them."""
 
-import dataclasses
-
 import jax.numpy as jnp
 import numpy as np
 import torch
@@ -9,89 +7,50 @@ from flax import nnx
 
 import mae_flax
 import mae_torch
+from mae_core import ModelSpec, vit_pytorch
 from mae_flax.convert import load_torch_state_dict
-from mae_torch.patchify import pair
+
+# a small MAE that runs in milliseconds
+ENCODER = dict(image_size=32, patch_size=8, dim=48, depth=2, heads=3, dim_head=16, mlp_dim=96, pool='cls', channels=3)
+DECODER = dict(decoder_dim=32, decoder_depth=2, decoder_heads=2, decoder_dim_head=16, masking_ratio=0.75)
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
-    """A small MAE; every field is a vit-pytorch keyword. The defaults give a model that runs in milliseconds."""
-
-    image_size: int | tuple = 32
-    patch_size: int | tuple = 8
-    dim: int = 48
-    depth: int = 2
-    heads: int = 3
-    dim_head: int = 16
-    mlp_dim: int = 96
-    pool: str = 'cls'
-    channels: int = 3
-    num_classes: int = 0
-    decoder_dim: int = 32
-    decoder_depth: int = 2
-    decoder_heads: int = 2
-    decoder_dim_head: int = 16
-    masking_ratio: float = 0.75
-    norm_pix_loss: bool = False
-
-    @property
-    def vit_kwargs(self):
-        names = (
-            'image_size',
-            'patch_size',
-            'dim',
-            'depth',
-            'heads',
-            'dim_head',
-            'mlp_dim',
-            'pool',
-            'channels',
-            'num_classes',
-        )
-        return {name: getattr(self, name) for name in names}
-
-    @property
-    def mae_kwargs(self):
-        names = ('decoder_dim', 'decoder_depth', 'decoder_heads', 'decoder_dim_head', 'masking_ratio', 'norm_pix_loss')
-        return {name: getattr(self, name) for name in names}
-
-    @property
-    def num_patches(self):
-        (h, w), (p1, p2) = pair(self.image_size), pair(self.patch_size)
-        return (h // p1) * (w // p2)
+def small_spec(**changes):
+    """A small vit-pytorch family MAE description; `changes` override any of its encoder or MAE keywords."""
+    encoder = ENCODER | {name: value for name, value in changes.items() if name in vit_pytorch.ENCODER_FIELDS}
+    mae = DECODER | {name: value for name, value in changes.items() if name in vit_pytorch.MAE_FIELDS}
+    unknown = set(changes) - set(encoder) - set(mae)
+    if unknown:
+        raise TypeError(f'not a vit-pytorch keyword: {sorted(unknown)}')
+    return ModelSpec(vit_pytorch.NAME, encoder, mae)
 
 
-def torch_mae(config, seed=0):
+def torch_mae(spec, seed=0):
     torch.manual_seed(seed)
-    return mae_torch.MAE(encoder=mae_torch.ViT(**config.vit_kwargs), **config.mae_kwargs)
+    return mae_torch.build(spec)
 
 
-def flax_mae(config, seed=0, dtype=None):
-    encoder = mae_flax.ViT(**config.vit_kwargs, dtype=dtype, rngs=nnx.Rngs(seed))
-    return mae_flax.MAE(encoder=encoder, **config.mae_kwargs, rngs=nnx.Rngs(seed + 1))
+def flax_mae(spec, seed=0, dtype=None):
+    return mae_flax.build(spec, rngs=nnx.Rngs(seed), dtype=dtype)
 
 
-def mae_pair(config, seed=0, dtype=None):
-    """(mae_torch.MAE, mae_flax.MAE) holding the same weights: torch's init, converted."""
-    torch_model = torch_mae(config, seed)
-    flax_model = load_torch_state_dict(flax_mae(config, seed, dtype), torch_model.state_dict())
+def mae_pair(spec, seed=0, dtype=None):
+    """(mae_torch model, mae_flax model) holding the same weights: torch's init, converted."""
+    torch_model = torch_mae(spec, seed)
+    flax_model = load_torch_state_dict(flax_mae(spec, seed, dtype), torch_model.state_dict())
     return torch_model, flax_model
 
 
-def vit_pair(config, seed=0):
-    """(mae_torch.ViT, mae_flax.ViT) holding the same weights: torch's init, converted."""
-    torch.manual_seed(seed)
-    torch_vit = mae_torch.ViT(**config.vit_kwargs)
-    return torch_vit, load_torch_state_dict(
-        mae_flax.ViT(**config.vit_kwargs, rngs=nnx.Rngs(seed)), torch_vit.state_dict()
-    )
+def vit_pair(spec, seed=0):
+    """(mae_torch encoder, mae_flax encoder) of `spec` holding the same weights: torch's init, converted."""
+    return mae_pair(spec.replace(mae=None), seed)
 
 
 def images(kind, config, batch=4, seed=0):
     """(b, c, h, w) float32 images. 'normal': standard normal. 'low_variance': 0.003 * randn, where a wrong
     LayerNorm epsilon shows. 'offset': 50 + 0.01 * randn, where a one-pass variance loses its digits."""
     generator = torch.Generator().manual_seed(seed)
-    height, width = pair(config.image_size)
+    height, width = config.image_size
     x = torch.randn(batch, config.channels, height, width, generator=generator)
     scale, offset = {'normal': (1.0, 0.0), 'low_variance': (0.003, 0.0), 'offset': (0.01, 50.0)}[kind]
     return offset + scale * x

@@ -11,7 +11,7 @@ import pytest
 import torch
 from flax import nnx
 
-from parity_tests import tolerances
+from mae_flax.parity import scaled_error
 from parity_tests.configs import CONFIGS
 from parity_tests.pairs import images, mae_pair, noise, to_jax, to_numpy
 
@@ -30,7 +30,7 @@ def test_bfloat16_flax_matches_torch_autocast(config_name, devices):
         )
     actual = nnx.jit(lambda m, x, n: m(x, noise=n, return_outputs=True))(flax_model, to_jax(img), to_jax(masking_noise))
     assert actual.pred_pixel_values.dtype == jnp.bfloat16 and actual.loss.dtype == jnp.float32
-    assert tolerances.scaled_error(to_numpy(expected.pred_pixel_values), actual.pred_pixel_values) <= PREDICTIONS
+    assert scaled_error(to_numpy(expected.pred_pixel_values), actual.pred_pixel_values) <= PREDICTIONS
     assert abs(float(actual.loss) - expected.loss.item()) <= LOSS * expected.loss.item()
 
 

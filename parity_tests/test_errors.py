@@ -13,9 +13,9 @@ from flax import nnx
 
 import mae_flax
 import mae_torch
-from parity_tests.pairs import Config, flax_mae, torch_mae
+from parity_tests.pairs import flax_mae, small_spec, torch_mae
 
-CONFIG = Config()
+CONFIG = small_spec()
 
 
 @pytest.fixture(scope='module')
@@ -89,10 +89,10 @@ def test_images_that_are_not_arrays_are_type_errors(models):
 def test_masking_ratio_outside_zero_one_is_a_value_error(masking_ratio):
     message = f'masking_ratio must be strictly between 0 and 1, got {masking_ratio}'
     with pytest.raises(ValueError, match=message):
-        mae_torch.MAE(encoder=mae_torch.ViT(**CONFIG.vit_kwargs), decoder_dim=32, masking_ratio=masking_ratio)
+        mae_torch.MAE(encoder=mae_torch.ViT(**CONFIG.encoder), decoder_dim=32, masking_ratio=masking_ratio)
     with pytest.raises(ValueError, match=message):
         mae_flax.MAE(
-            encoder=mae_flax.ViT(**CONFIG.vit_kwargs, rngs=nnx.Rngs(0)),
+            encoder=mae_flax.ViT(**CONFIG.encoder, rngs=nnx.Rngs(0)),
             decoder_dim=32,
             masking_ratio=masking_ratio,
             rngs=nnx.Rngs(0),
@@ -102,10 +102,10 @@ def test_masking_ratio_outside_zero_one_is_a_value_error(masking_ratio):
 def test_a_ratio_that_masks_no_patch_is_a_value_error():
     # int(0.05 * 16) == 0: upstream would return the NaN mean of an empty loss
     with pytest.raises(ValueError, match='masking_ratio 0.05 masks 0 of 16 patches'):
-        mae_torch.MAE(encoder=mae_torch.ViT(**CONFIG.vit_kwargs), decoder_dim=32, masking_ratio=0.05)
+        mae_torch.MAE(encoder=mae_torch.ViT(**CONFIG.encoder), decoder_dim=32, masking_ratio=0.05)
     with pytest.raises(ValueError, match='masking_ratio 0.05 masks 0 of 16 patches'):
         mae_flax.MAE(
-            encoder=mae_flax.ViT(**CONFIG.vit_kwargs, rngs=nnx.Rngs(0)),
+            encoder=mae_flax.ViT(**CONFIG.encoder, rngs=nnx.Rngs(0)),
             decoder_dim=32,
             masking_ratio=0.05,
             rngs=nnx.Rngs(0),
@@ -121,7 +121,7 @@ def test_a_ratio_that_masks_no_patch_is_a_value_error():
     ],
 )
 def test_bad_vit_hyperparameters_are_value_errors(overrides, message):
-    kwargs = {**CONFIG.vit_kwargs, **overrides}
+    kwargs = {**CONFIG.encoder, **overrides}
     with pytest.raises(ValueError, match=message):
         mae_torch.ViT(**kwargs)
     with pytest.raises(ValueError, match=message):

@@ -8,6 +8,7 @@ import pytest
 import torch
 from flax import nnx
 
+from mae_flax.parity import scaled_error
 from parity_tests import tolerances
 from parity_tests.configs import CONFIGS, IMAGE_KINDS
 from parity_tests.pairs import images, mae_pair, noise, to_jax, to_numpy
@@ -55,13 +56,13 @@ def test_masks_are_identical(case):
 @pytest.mark.parametrize('stage', STAGES)
 def test_stage_matches(case, stage):
     kind, (torch_out, flax_out) = case
-    error = tolerances.scaled_error(to_numpy(torch_out.intermediates[stage]), flax_out.intermediates[stage])
+    error = scaled_error(to_numpy(torch_out.intermediates[stage]), flax_out.intermediates[stage])
     assert error <= tolerances.STAGE[kind], f'{stage}: error {error:.2e} of scale > {tolerances.STAGE[kind]:.0e}'
 
 
 def test_predictions_match(case):
     kind, (torch_out, flax_out) = case
-    error = tolerances.scaled_error(to_numpy(torch_out.pred_pixel_values), flax_out.pred_pixel_values)
+    error = scaled_error(to_numpy(torch_out.pred_pixel_values), flax_out.pred_pixel_values)
     assert error <= tolerances.PREDICTIONS[kind], f'predictions: error {error:.2e} > {tolerances.PREDICTIONS[kind]:.0e}'
 
 
@@ -75,5 +76,5 @@ def test_batch_of_one_matches(config_name, devices):
     torch_out, flax_out = _outputs(config_name, 'normal', devices[0], batch=1)
     assert torch_out.pred_pixel_values.shape[0] == 1
     np.testing.assert_array_equal(torch_out.masked_indices.cpu().numpy(), flax_out.masked_indices)
-    assert tolerances.scaled_error(to_numpy(torch_out.pred_pixel_values), flax_out.pred_pixel_values) <= 1e-5
+    assert scaled_error(to_numpy(torch_out.pred_pixel_values), flax_out.pred_pixel_values) <= 1e-5
     np.testing.assert_allclose(float(flax_out.loss), float(torch_out.loss), rtol=tolerances.LOSS['normal'])

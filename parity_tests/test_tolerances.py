@@ -15,7 +15,9 @@ import pytest
 import torch
 from flax import nnx
 
-import mae_flax.vit
+import mae_flax.layers
+import mae_flax.vit_pytorch.vit
+from mae_flax.parity import scaled_error
 from parity_tests import tolerances
 from parity_tests.configs import CONFIGS
 from parity_tests.pairs import images, mae_pair, noise, to_jax, to_numpy
@@ -33,13 +35,11 @@ def _worst_error(kind, corrupt):
         expected = torch_model(img, noise=masking_noise, return_outputs=True)
     actual = flax_model(to_jax(img), noise=to_jax(masking_noise), return_outputs=True)
     ratios = [
-        tolerances.scaled_error(to_numpy(expected.intermediates[stage]), actual.intermediates[stage])
-        / tolerances.STAGE[kind]
+        scaled_error(to_numpy(expected.intermediates[stage]), actual.intermediates[stage]) / tolerances.STAGE[kind]
         for stage in ('patch_embedding', 'encoded_tokens', 'decoded_tokens')
     ]
     ratios.append(
-        tolerances.scaled_error(to_numpy(expected.pred_pixel_values), actual.pred_pixel_values)
-        / tolerances.PREDICTIONS[kind]
+        scaled_error(to_numpy(expected.pred_pixel_values), actual.pred_pixel_values) / tolerances.PREDICTIONS[kind]
     )
     return max(ratios)
 
@@ -63,7 +63,7 @@ def test_the_faithful_model_passes(kind):
 
 def test_tanh_gelu_is_caught(monkeypatch):
     # jax.nn.gelu's default, approximate=True
-    monkeypatch.setattr(mae_flax.vit, 'gelu', functools.partial(jax.nn.gelu, approximate=True))
+    monkeypatch.setattr(mae_flax.vit_pytorch.vit, 'gelu', functools.partial(jax.nn.gelu, approximate=True))
     assert _worst_error('normal', lambda model: None) > 3
 
 
@@ -73,7 +73,7 @@ def test_flax_gelu_is_exact_and_as_accurate_as_torch_s():
     x = np.linspace(-8, 8, 1001, dtype=np.float32)
     exact = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x.astype(np.float64)])
     torch_error = np.abs(torch.nn.functional.gelu(torch.from_numpy(x)).numpy() - exact).max()
-    flax_error = np.abs(np.asarray(mae_flax.vit.gelu(jnp.asarray(x))) - exact).max()
+    flax_error = np.abs(np.asarray(mae_flax.layers.gelu(jnp.asarray(x))) - exact).max()
     assert flax_error <= max(torch_error, 1e-6)
 
 
@@ -91,5 +91,5 @@ def test_every_layer_norm_is_torch_like():
     _, flax_model = mae_pair(CONFIG)
     norms = _layer_norms(flax_model)
     # patch embedding (2), two per block and a final one in the encoder and the decoder
-    assert len(norms) == 2 + 2 * CONFIG.depth + 1 + 2 * CONFIG.decoder_depth + 1
+    assert len(norms) == 2 + 2 * CONFIG.encoder['depth'] + 1 + 2 * CONFIG.mae['decoder_depth'] + 1
     assert all(norm.epsilon == 1e-5 and not norm.use_fast_variance for norm in norms)

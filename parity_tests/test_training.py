@@ -16,7 +16,7 @@ import torch
 from flax import nnx
 
 from mae_flax.convert import to_torch_state_dict, torch_table
-from parity_tests import tolerances
+from mae_flax.parity import scaled_error
 from parity_tests.configs import CONFIGS
 from parity_tests.pairs import images, mae_pair, noise, to_jax
 
@@ -30,7 +30,7 @@ LOSS_RTOL, WEIGHTS_TOLERANCE = 2e-6, 1e-4
 def _decayed_params(flax_model, torch_model):
     """An optax mask (a pytree of bools like the Flax params): True where torch has a gradient to decay."""
     unused = {key for key, param in torch_model.named_parameters() if param.grad is None}
-    unused_ids = {id(param) for key, param, _ in torch_table(flax_model) if key in unused}
+    unused_ids = {id(row.param) for row in torch_table(flax_model) if row.torch_key in unused}
     return jax.tree.map(
         lambda variable: id(variable) not in unused_ids,
         nnx.state(flax_model, nnx.Param),
@@ -89,7 +89,7 @@ def test_final_weights_match(config_name, devices):
     torch_model, flax_model, _, _ = _run(config_name, devices[0])
     flax_weights = to_torch_state_dict(flax_model)
     errors = {
-        key: tolerances.scaled_error(value.numpy(), flax_weights[key])
+        key: scaled_error(value.numpy(), flax_weights[key])
         for key, value in torch_model.state_dict().items()
         if value.numel()
     }

@@ -8,16 +8,21 @@ import pytest
 import torch
 
 import mae_torch
-from parity_tests.pairs import Config
-from parity_tests.reference import vit_pytorch
+from parity_tests.oracles import vit_pytorch
+from parity_tests.pairs import small_spec
 
-CONFIG = Config(num_classes=10)
+CONFIG = small_spec(num_classes=10)
+
+
+def _vit_kwargs(**changes):
+    """vit-pytorch's ViT keywords of a small spec (all of ours but layer_norm_eps, which vit-pytorch lacks)."""
+    return {key: value for key, value in small_spec(**changes).encoder.items() if key != 'layer_norm_eps'}
 
 
 def _twins(pool, num_classes=10, seed=0):
     """(vit-pytorch MAE, mae_torch MAE) with the same weights (vit-pytorch's init)."""
     reference = vit_pytorch()
-    kwargs = {**Config(pool=pool, num_classes=num_classes).vit_kwargs}
+    kwargs = _vit_kwargs(pool=pool, num_classes=num_classes)
     torch.manual_seed(seed)
     theirs = reference.mae.MAE(encoder=reference.vit.ViT(**kwargs), **_mae_kwargs())
     ours = mae_torch.MAE(encoder=mae_torch.ViT(**kwargs), **_mae_kwargs())
@@ -26,8 +31,7 @@ def _twins(pool, num_classes=10, seed=0):
 
 
 def _mae_kwargs():
-    config = Config()
-    return dict(decoder_dim=config.decoder_dim, decoder_depth=2, decoder_heads=2, decoder_dim_head=16)
+    return dict(decoder_dim=small_spec().mae['decoder_dim'], decoder_depth=2, decoder_heads=2, decoder_dim_head=16)
 
 
 def _keyword_defaults(cls):
@@ -36,7 +40,9 @@ def _keyword_defaults(cls):
 
 def test_constructor_keywords_and_defaults_are_vit_pytorch_s():
     reference = vit_pytorch()
-    assert _keyword_defaults(mae_torch.ViT) == _keyword_defaults(reference.vit.ViT)
+    ours = _keyword_defaults(mae_torch.ViT)
+    assert ours.pop('layer_norm_eps') == 1e-5  # our one addition: torch's default, which vit-pytorch uses
+    assert ours == _keyword_defaults(reference.vit.ViT)
     ours = _keyword_defaults(mae_torch.MAE)
     assert ours.pop('norm_pix_loss') is False  # our one addition, off by default
     assert ours == _keyword_defaults(reference.mae.MAE)
@@ -95,8 +101,8 @@ def test_pool_cls_gives_patch_i_the_position_embedding_row_num_cls_plus_i():
     # regression for upstream's pos_embedding[:, 1:n + 1] on a 2-D pos_embedding: a cls-pool MAE must equal a
     # mean-pool MAE whose pos_embedding is the cls one without its first row (decoder_pos_emb: row i is patch i)
     torch.manual_seed(0)
-    cls_model = mae_torch.MAE(encoder=mae_torch.ViT(**Config(pool='cls').vit_kwargs), **_mae_kwargs())
-    mean_model = mae_torch.MAE(encoder=mae_torch.ViT(**Config(pool='mean').vit_kwargs), **_mae_kwargs())
+    cls_model = mae_torch.MAE(encoder=mae_torch.ViT(**_vit_kwargs(pool='cls')), **_mae_kwargs())
+    mean_model = mae_torch.MAE(encoder=mae_torch.ViT(**_vit_kwargs(pool='mean')), **_mae_kwargs())
     state = cls_model.state_dict()
     state['encoder.pos_embedding'] = state['encoder.pos_embedding'][1:]
     state['encoder.cls_token'] = state['encoder.cls_token'][:0]
@@ -133,7 +139,7 @@ def test_legacy_cls_checkpoint_loads_exactly():
     _, ours = _twins('cls')
     legacy = _legacy(ours.state_dict(), 'encoder.')
     assert legacy['encoder.pos_embedding'].ndim == 3 and legacy['encoder.cls_token'].shape == (1, 1, 48)
-    reloaded = mae_torch.MAE(encoder=mae_torch.ViT(**Config(pool='cls', num_classes=10).vit_kwargs), **_mae_kwargs())
+    reloaded = mae_torch.MAE(encoder=mae_torch.ViT(**_vit_kwargs(pool='cls', num_classes=10)), **_mae_kwargs())
     reloaded.load_state_dict(legacy, strict=True)
     for key, value in ours.state_dict().items():
         torch.testing.assert_close(reloaded.state_dict()[key], value, rtol=0, atol=0)
@@ -141,7 +147,7 @@ def test_legacy_cls_checkpoint_loads_exactly():
 
 def test_legacy_mean_checkpoint_loads_with_a_warning():
     _, ours = _twins('mean')
-    reloaded = mae_torch.MAE(encoder=mae_torch.ViT(**Config(pool='mean', num_classes=10).vit_kwargs), **_mae_kwargs())
+    reloaded = mae_torch.MAE(encoder=mae_torch.ViT(**_vit_kwargs(pool='mean', num_classes=10)), **_mae_kwargs())
     with pytest.warns(UserWarning, match='legacy mean-pool checkpoint'):
         reloaded.load_state_dict(_legacy(ours.state_dict(), 'encoder.'), strict=True)
     img, masking_noise = torch.randn(2, 3, 32, 32), torch.rand(2, 16)

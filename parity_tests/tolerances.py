@@ -2,7 +2,7 @@
 
 Both compute in IEEE float32 with different summation orders (oneDNN/ATen vs XLA/Eigen), so each stage differs
 by a few ulps times the growth of rounding through its layers. Errors are measured against the stage's own
-scale: max |torch - flax| <= tolerance * max |torch|.
+scale: max |torch - flax| <= tolerance * max |torch| (mae_flax.parity.scaled_error, which mae-parity uses too).
 
 - 'normal' and 'low_variance' images: observed <= 9e-7 at every stage on CPU; 1e-5 leaves 10x headroom and is
   still 100x below what a tanh GELU (~1e-3), a LayerNorm eps of 1e-6 on low-variance inputs (~1e-1) or a TF32
@@ -15,16 +15,6 @@ scale: max |torch - flax| <= tolerance * max |torch|.
   whose per-patch standardisation has the same conditioning as above).
 """
 
-import numpy as np
-
 STAGE = {'normal': 1e-5, 'low_variance': 1e-5, 'offset': 5e-3}
 PREDICTIONS = {'normal': 1e-5, 'low_variance': 1e-5, 'offset': 5e-4}
 LOSS = {'normal': 2e-6, 'low_variance': 2e-6, 'offset': 2e-5}
-
-
-def scaled_error(expected, actual):
-    """max |expected - actual| / max |expected|: the error in units of the tensor's own scale."""
-    expected, actual = np.asarray(expected, np.float64), np.asarray(actual, np.float64)
-    if expected.shape != actual.shape:
-        raise ValueError(f'shapes differ: {expected.shape} vs {actual.shape}')
-    return float(np.abs(expected - actual).max() / max(np.abs(expected).max(), 1e-30))

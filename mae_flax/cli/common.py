@@ -1,4 +1,5 @@
-"""What the three commands share: user errors as one line and exit 2, the model flags, reading images."""
+"""What the commands share: user errors as one line and exit 2, flags in either spelling, the model flags,
+reading images."""
 
 import argparse
 import sys
@@ -8,14 +9,52 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mae_flax.patchify import pair
+from mae_core.errors import UsageError
+from mae_core.fields import pair
 
 USAGE_ERROR = 2
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp')
 
 
-class UsageError(Exception):
-    """A mistake in what the user passed: reported as one line on stderr and exit code 2, never a traceback."""
+def flag(name):
+    """'--decoder_heads' -> ('--decoder_heads', '--decoder-heads'): people type either; --help shows the first."""
+    return (name, '--' + name[2:].replace('_', '-')) if '_' in name else (name,)
+
+
+def _shown(option_strings):
+    """The spellings --help shows: underscores, as the config fields and mae-train's flags are spelled."""
+    return [
+        option
+        for option in option_strings
+        if not option.startswith('--') or '-' not in option.removeprefix('--').removeprefix('no-')
+    ]
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    def _format_action_invocation(self, action):
+        shown = _shown(action.option_strings)
+        if len(shown) == len(action.option_strings):
+            return super()._format_action_invocation(action)
+        return super()._format_action_invocation(
+            argparse.Action(shown, action.dest, nargs=action.nargs, metavar=action.metavar)
+        )
+
+
+class BooleanFlag(argparse.BooleanOptionalAction):
+    """--x / --no-x, in both spellings, shown in one."""
+
+    def format_usage(self):
+        return ' | '.join(_shown(self.option_strings))
+
+
+def make_parser(prog, description, epilog):
+    return argparse.ArgumentParser(
+        prog=prog,
+        allow_abbrev=False,  # '--dim 8' must not pass for --dim_head
+        description=description,
+        epilog=epilog,
+        formatter_class=HelpFormatter,
+    )
 
 
 def run_cli(prog, main, argv=None):
@@ -48,52 +87,61 @@ def size(text):
     return int(parts[0]) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
 
 
+def numbers(text):
+    """'0.5,0.5,0.5' -> (0.5, 0.5, 0.5); 'imagenet' -> ImageNet's mean or std is chosen by the caller."""
+    try:
+        return tuple(float(part) for part in text.split(','))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f'expected comma-separated numbers like 0.5,0.5,0.5, got {text!r}') from error
+
+
+MODEL_FLAGS = {
+    # field: (type, help)
+    'image_size': (size, 'e.g. 224 or 224x160 (inferred from pos_embedding if square)'),
+    'patch_size': (size, 'e.g. 16 or 16x8 (inferred from the patch embedding if square)'),
+    'channels': (int, 'image channels (assumed 3 when unset)'),
+    'heads': (int, 'encoder attention heads (or give --dim_head)'),
+    'dim_head': (int, 'encoder dimension per head (or give --heads)'),
+    'pool': (str, "'cls' or 'mean': inferred, except for legacy 3-D pos_embedding files"),
+    'layer_norm_eps': (float, "LayerNorm epsilon (assumed 1e-5, torch's, when unset)"),
+    'decoder_heads': (int, 'MAE decoder attention heads (or give --decoder_dim_head)'),
+    'decoder_dim_head': (int, 'MAE decoder dimension per head'),
+    'masking_ratio': (float, 'fraction of patches masked (assumed 0.75 when unset)'),
+    'pixel_mean': (
+        numbers,
+        "per-channel mean the model's inputs were standardised with, e.g. 0.485,0.456,0.406 "
+        '(assumed 0: pixels in [0, 1] as they are)',
+    ),
+    'pixel_std': (numbers, 'per-channel std, e.g. 0.229,0.224,0.225 (assumed 1)'),
+}
+
+
 def add_model_flags(parser):
-    """The hyperparameters the weights do not hold, or hold ambiguously. Unset flags come from the JSON beside
-    the checkpoint (written by mae-convert) or are inferred from tensor shapes."""
+    """The hyperparameters the weights do not hold, or hold ambiguously: for files this project did not write.
+    Unset flags come from the JSON beside the checkpoint or are inferred from tensor shapes."""
     group = parser.add_argument_group(
         'model hyperparameters',
-        'Needed only where the tensor shapes are ambiguous and no CHECKPOINT.json (written by mae-convert) lies '
-        'beside the checkpoint. Every value is checked against the shapes.',
+        'Needed only for files that no CHECKPOINT.json (written by mae-convert and mae-train) lies beside, and '
+        'only where the tensor shapes are ambiguous. Every value is checked against the shapes.',
     )
-    group.add_argument('--image_size', type=size, help='e.g. 224 or 224x160 (inferred from pos_embedding if square)')
-    group.add_argument('--patch_size', type=size, help='e.g. 16 or 16x8 (inferred from the patch embedding if square)')
-    group.add_argument('--channels', type=int, help='image channels (assumed 3 when unset)')
-    group.add_argument('--heads', type=int, help='encoder attention heads (or give --dim_head)')
-    group.add_argument('--dim_head', type=int, help='encoder dimension per head (or give --heads)')
-    group.add_argument('--pool', choices=('cls', 'mean'), help='inferred, except for legacy 3-D pos_embedding files')
-    group.add_argument('--decoder_heads', type=int, help='MAE decoder attention heads (or give --decoder_dim_head)')
-    group.add_argument('--decoder_dim_head', type=int, help='MAE decoder dimension per head')
-    group.add_argument('--masking_ratio', type=float, help='fraction of patches masked (assumed 0.75 when unset)')
+    for name, (kind, help_text) in MODEL_FLAGS.items():
+        group.add_argument(*flag(f'--{name}'), type=kind, help=help_text)
     group.add_argument(
-        '--norm_pix_loss',
-        action=argparse.BooleanOptionalAction,
+        *flag('--norm_pix_loss'),
+        action=BooleanFlag,
         default=None,
         help='per-patch standardised targets (assumed off when unset)',
     )
 
 
-MODEL_FLAGS = (
-    'image_size',
-    'patch_size',
-    'channels',
-    'heads',
-    'dim_head',
-    'pool',
-    'decoder_heads',
-    'decoder_dim_head',
-    'masking_ratio',
-    'norm_pix_loss',
-)
-
-
 def given_flags(args):
     """{field: value} for the model flags the user set."""
-    return {name: getattr(args, name) for name in MODEL_FLAGS if getattr(args, name) is not None}
+    names = (*MODEL_FLAGS, 'norm_pix_loss')
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
 def read_images(paths, image_size, channels, prog):
-    """Image files -> float32 (b, h, w, c) in [0, 1], each resized to the model's size (said on stderr)."""
+    """Image files -> float32 (b, h, w, c) pixels in [0, 1], each resized to the model's size (said on stderr)."""
     if channels not in (1, 3):
         raise UsageError(f'the model takes {channels}-channel images; image files give 1 (gray) or 3 (RGB)')
     height, width = pair(image_size)

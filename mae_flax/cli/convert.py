@@ -1,82 +1,95 @@
-"""mae-convert IN OUT: a torch-layout checkpoint (vit-pytorch or mae_torch) <-> a Flax checkpoint, either way.
+"""mae-convert IN OUT: any model this project reads -> a Flax or torch-layout file, with its model description.
 
-    mae-convert mae.pt mae.safetensors --heads 8 --decoder_heads 16   # torch -> Flax (+ mae.safetensors.json)
-    mae-convert mae.safetensors mae_again.pt                           # Flax -> torch: the JSON holds the config
+    mae-convert runs/tiny mae.pt                                      # a mae-train workdir (latest step) -> torch
+    mae-convert runs/tiny vit.safetensors --to torch --encoder_only    # its encoder alone, as a ViT
+    mae-convert mae.pt mae.safetensors --heads 8 --decoder_heads 16    # a foreign torch file -> Flax
+    mae-convert mae.safetensors mae_again.pt                           # Flax -> torch: the JSON beside says all
 
-The Flax checkpoint is one `.safetensors` file keyed by mae_flax parameter paths, in Flax layout, with its
-config in `OUT.json` beside it: a single file that loads without torch or pickle, lazily, and that anything
-can read with safetensors.numpy (why not orbax: mae_flax.cli.checkpoint). Every weight goes through
-mae_flax.convert's table, which checks every key and shape, so torch -> Flax -> torch is bit-exact.
+IN is a torch-layout `.pt/.pth/.safetensors` (any family; bare, wrapped, DDP-prefixed), a Flax `.safetensors`
+written here, or a mae-train workdir (`--step` picks a checkpoint). OUT gets `OUT.json` beside it, the model
+description (mae_core.ModelSpec) that mae-reconstruct, mae-parity and --init_from read, so no flags are needed
+on anything this project wrote. Every weight goes through the family's converter table, so round trips are
+bit-exact. `mae-export --workdir W --out F` is this command under another name.
 """
 
-import argparse
 from pathlib import Path
 
-from mae_flax.cli.checkpoint import TORCH_SUFFIXES, config_path, load_checkpoint, write_checkpoint
-from mae_flax.cli.common import UsageError, add_model_flags, given_flags, run_cli
-from mae_flax.cli.infer import MAE_FIELDS, VIT_FIELDS
+from mae_core.errors import UsageError
+from mae_flax import families
+from mae_flax.cli.common import add_model_flags, flag, given_flags, make_parser, run_cli
+from mae_flax.model_files import SUFFIXES, flax_params, read_model, spec_path, write_model
 
 PROG = 'mae-convert'
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        allow_abbrev=False,  # '--dim 8' must not pass for --dim_head
-        description='Convert a vit-pytorch / mae_torch checkpoint to a Flax one, or back.',
-        epilog=(
-            'IN: .pt/.pth (torch.load, weights only) or .safetensors, torch layout, or a Flax .safetensors '
-            'written by mae-convert. A bare state dict, {"model": ...} / {"state_dict": ...} wrappers and a '
-            'DDP "module." prefix are all accepted. Hyperparameters come from IN.json if present, then the '
-            'flags, then the tensor shapes; the summary says which. Exit codes: 0 converted, 2 bad input.'
-        ),
+def build_parser(prog=PROG):
+    parser = make_parser(
+        prog,
+        'Convert a checkpoint or a mae-train workdir to a Flax or torch-layout file, with its model description.',
+        'IN: .pt/.pth (torch.load, weights only) or .safetensors, torch layout, a Flax .safetensors written by '
+        'mae-convert, or a mae-train workdir. A bare state dict, {"model": ...} / {"state_dict": ...} wrappers '
+        'and a DDP "module." prefix are all accepted. Hyperparameters come from IN.json (or the workdir\'s '
+        'config.json) if present, then the flags, then the tensor shapes; the summary says which. '
+        'Exit codes: 0 converted, 2 bad input.',
     )
-    parser.add_argument('input', metavar='IN', help='the checkpoint to convert')
+    parser.add_argument('input', metavar='IN', help='the checkpoint file or mae-train workdir to convert')
     parser.add_argument('output', metavar='OUT', help='.safetensors (Flax or torch layout) or .pt/.pth (torch)')
     parser.add_argument(
         '--to',
         choices=('flax', 'torch'),
-        help="OUT's layout. Default: torch for a .pt/.pth OUT, otherwise the other layout than IN's",
+        help="OUT's layout. Default: torch for a .pt/.pth OUT or a workdir IN, otherwise the other layout than IN's",
     )
+    parser.add_argument(*flag('--step'), type=int, help='with a workdir IN: which checkpoint (default: the latest)')
+    parser.add_argument(*flag('--encoder_only'), action='store_true', help='write the encoder alone (a ViT)')
     add_model_flags(parser)
     return parser
 
 
 def output_layout(output, requested, input_layout):
-    if output.suffix not in TORCH_SUFFIXES:
+    if output.suffix not in SUFFIXES:
         raise UsageError(f'OUT must end in .safetensors (Flax or torch layout), .pt or .pth, got {output}')
     if requested == 'flax' and output.suffix != '.safetensors':
         raise UsageError(f'a Flax checkpoint is a .safetensors file, got {output}')
     if requested is not None:
         return requested
-    if output.suffix in ('.pt', '.pth'):
+    if output.suffix in ('.pt', '.pth') or input_layout == 'workdir':
         return 'torch'
     return 'torch' if input_layout == 'flax' else 'flax'
 
 
-def summary(checkpoint, output, layout):
-    config = checkpoint.config
-    fields = [('vit', field) for field in VIT_FIELDS] + [('mae', field) for field in MAE_FIELDS if 'mae' in config]
+def summary(loaded, output, layout, encoder_only):
+    spec, model = loaded.spec, loaded.model
+    if encoder_only:
+        spec, model = spec.replace(mae=None), families.get(spec.family).encoder_of(model)
+    num_parameters = sum(param.size for param in flax_params(model).values())
+    source = f'{loaded.path} (step {loaded.step})' if loaded.layout == 'workdir' else f'{loaded.path}'
     lines = [
-        f'{checkpoint.path} ({checkpoint.layout} layout) -> {output} ({layout} layout) + {config_path(output).name}',
-        f'{config["model"]}, {checkpoint.num_parameters:,} parameters',
-        f'  {"field":<18}{"value":<12}source',
+        f'{source} ({loaded.layout}) -> {output} ({layout} layout) + {spec_path(output).name}',
+        f'{spec.family} {spec.kind}, {num_parameters:,} parameters',
+        f'  {"field":<18}{"value":<24}source',
     ]
-    lines += [f'  {field:<18}{config[part][field]!s:<12}{checkpoint.sources[field]}' for part, field in fields]
+    values = spec.encoder | (spec.mae or {}) | {'pixel_mean': spec.pixel_mean, 'pixel_std': spec.pixel_std}
+    lines += [f'  {field:<18}{value!s:<24}{loaded.sources.get(field, "")}' for field, value in values.items()]
     return '\n'.join(lines)
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def convert(argv, prog=PROG):
+    args = build_parser(prog).parse_args(argv)
     input_path, output = Path(args.input), Path(args.output)
-    if output.resolve() == input_path.resolve():
+    if output.exists() and output.resolve() == input_path.resolve():
         raise UsageError(f'OUT is IN ({output}): write the conversion to another file')
+    if output.is_dir():
+        raise UsageError(f'OUT {output} is a folder: name the file to write')
     output_layout(output, args.to, None)  # check OUT's name before the (slow) load
-    checkpoint = load_checkpoint(input_path, given_flags(args))
-    layout = output_layout(output, args.to, checkpoint.layout)
-    write_checkpoint(checkpoint, output, layout)
-    print(summary(checkpoint, output, layout))
+    loaded = read_model(input_path, given_flags(args), step=args.step)
+    layout = output_layout(output, args.to, loaded.layout)
+    write_model(loaded, output, layout, encoder_only=args.encoder_only)
+    print(summary(loaded, output, layout, args.encoder_only))
     return 0
+
+
+def main(argv=None):
+    return convert(argv)
 
 
 def run(argv=None):

@@ -16,7 +16,8 @@ import numpy as np
 import skimage
 from PIL import Image
 
-from mae_flax.patchify import pair
+from mae_core.errors import UsageError
+from mae_core.fields import pair
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png')
 # real photographs that ship inside scikit-image: no download
@@ -65,10 +66,10 @@ class FolderSource:
     def __init__(self, folder, channels):
         folder = Path(folder)
         if not folder.is_dir():
-            raise ValueError(f'data source {folder} is not a folder, a .npy/.npz file or "default"')
+            raise UsageError(f'data source {folder} is not a folder, a .npy/.npz file or "default"')
         self.paths = sorted(p for p in folder.rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not self.paths:
-            raise ValueError(f'no images in {folder}: expected .jpg, .jpeg or .png files (searched recursively)')
+            raise UsageError(f'no images in {folder}: expected .jpg, .jpeg or .png files (searched recursively)')
         self.channels = channels
         self.skipped = set()
 
@@ -87,7 +88,7 @@ class FolderSource:
                     warnings.warn(
                         f'skipping unreadable image {path} ({len(self.skipped)} so far): {error}', stacklevel=2
                     )
-        raise ValueError(f'none of the {len(self.paths)} images in {self.paths[0].parent} could be read')
+        raise UsageError(f'none of the {len(self.paths)} images in {self.paths[0].parent} could be read')
 
 
 class ArraySource:
@@ -99,12 +100,12 @@ class ArraySource:
         if not isinstance(arrays, np.ndarray):
             names = list(arrays.keys())
             if 'images' not in names and len(names) != 1:
-                raise ValueError(f"{path} holds arrays {names}: expected one named 'images', or a single array")
+                raise UsageError(f"{path} holds arrays {names}: expected one named 'images', or a single array")
             arrays = arrays['images' if 'images' in names else names[0]]
         if arrays.ndim != 4 or arrays.shape[-1] != channels or len(arrays) == 0:
-            raise ValueError(f'{path}: expected images (n, h, w, {channels}) with n > 0, got shape {arrays.shape}')
+            raise UsageError(f'{path}: expected images (n, h, w, {channels}) with n > 0, got shape {arrays.shape}')
         if arrays.dtype != np.uint8 and not np.issubdtype(arrays.dtype, np.floating):
-            raise TypeError(f'{path}: expected uint8 or float images in [0, 1], got {arrays.dtype}')
+            raise UsageError(f'{path}: expected uint8 or float images in [0, 1], got {arrays.dtype}')
         self.arrays = arrays
 
     def __len__(self):
@@ -152,7 +153,7 @@ class RandomResizedCropFlip(grain.transforms.RandomMap):
 def make_source(source, image_size, channels):
     """The config's data.source -> a random-access source of PIL images. Fails here, before anything compiles."""
     if source is None:
-        raise ValueError('no data: set --config.data.source to a folder of images, a .npy/.npz file or "default"')
+        raise UsageError('no data: set --config.data.source to a folder of images, a .npy/.npz file or "default"')
     if source == 'default':
         return PhotoSource(image_size, channels)
     if str(source).endswith(('.npy', '.npz')):
@@ -173,7 +174,7 @@ def train_iterator(source, data_config, image_size, seed, global_batch, process_
     """This process's part of each global batch, uint8 (global_batch / process_count, h, w, c), read ahead by
     threads; the iterator's state (get_state/set_state) goes into checkpoints."""
     if global_batch % process_count:
-        raise ValueError(f'batch_size {global_batch} must be divisible by the number of processes {process_count}')
+        raise UsageError(f'batch_size {global_batch} must be divisible by the number of processes {process_count}')
     local_batch = global_batch // process_count
     batches = crops(source, data_config, image_size, seed).batch(local_batch, drop_remainder=True)
     # global batch i is local batches [i * P, (i + 1) * P): process p takes the p-th of each group

@@ -10,6 +10,7 @@ and --process_id to each process.
 """
 
 import logging
+import sys
 from pathlib import Path
 
 import jax
@@ -17,6 +18,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 import mae_flax.configs
+from mae_core.errors import UsageError
 from mae_flax.train import trainer
 
 DEFAULT_CONFIG = str(Path(mae_flax.configs.__file__).parent / 'mae.py') + ':tiny'
@@ -37,7 +39,7 @@ def initialize_distributed():
     explicit = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     if any(value is not None for value in explicit):
         if any(value is None for value in explicit):
-            raise ValueError('--coordinator_address, --num_processes and --process_id go together: got only some')
+            raise UsageError('--coordinator_address, --num_processes and --process_id go together: got only some')
         # CPU processes exchange collectives over gloo; harmless on TPU and GPU
         jax.config.update('jax_cpu_collectives_implementation', 'gloo')
         jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
@@ -53,12 +55,24 @@ def main(argv):
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
     # orbax and grain log every save and read through absl at INFO; keep their warnings, and this package's info
     logging.getLogger('absl').setLevel(logging.WARNING)
-    initialize_distributed()
     try:
+        initialize_distributed()
         trainer.train(_CONFIG.value, _WORKDIR.value, init_from=_INIT_FROM.value)
-    except (FloatingPointError, ValueError, TypeError) as error:
-        raise SystemExit(f'mae-train: {error}') from error
+    except (UsageError, FloatingPointError) as error:  # a user's mistake, or a diverged run: one line; bugs keep
+        raise SystemExit(f'mae-train: {" ".join(str(error).split())}') from error  # their traceback
+
+
+def underscored(argv):
+    """absl knows `--init_from`; people type `--init-from` too. Flag names get underscores, values stay as typed."""
+
+    def spelled(arg):
+        if not arg.startswith('--') or arg == '--':
+            return arg
+        name, equals, value = arg[2:].partition('=')
+        return f'--{name.replace("-", "_")}{equals}{value}'
+
+    return [spelled(arg) for arg in argv]
 
 
 def run():
-    app.run(main)
+    app.run(main, argv=underscored(sys.argv))

@@ -1,17 +1,14 @@
-"""facebookresearch/mae's optimizer: AdamW (0.9, 0.95), wd 0.05 on weight matrices only, lr = base_lr * batch / 256,
-per-step linear warmup then cosine decay, optional global-norm clipping."""
+"""facebookresearch/mae's optimizer: AdamW (0.9, 0.95), weight decay by the model family's rule (vit-pytorch's: weight
+matrices only), lr = base_lr * batch / 256, per-step linear warmup then cosine decay, optional global-norm clipping."""
 
 import jax
 import optax
 
-
-def decays(path):
-    """Weight decay applies to Linear kernels only: not to biases, LayerNorm scales and biases, position
-    embeddings, the cls token or the mask token."""
-    return getattr(path[-1], 'key', None) == 'kernel'
+from mae_flax import families
 
 
-def weight_decay_mask(params):
+def weight_decay_mask(params, decays):
+    """A pytree of bools like `params`: True where `decays(path)` says the parameter is weight-decayed."""
     return jax.tree_util.tree_map_with_path(lambda path, _: decays(path), params)
 
 
@@ -27,15 +24,17 @@ def learning_rate_schedule(optim_config, batch_size, total_steps):
     )
 
 
-def make_optimizer(optim_config, batch_size, total_steps):
-    """(optax transformation, learning-rate schedule)."""
-    schedule = learning_rate_schedule(optim_config, batch_size, total_steps)
+def make_optimizer(config):
+    """(optax transformation, learning-rate schedule) for a training config."""
+    optim_config = config.optim
+    schedule = learning_rate_schedule(optim_config, config.batch_size, config.total_steps)
+    decays = families.get(config.model.family).decays
     adamw = optax.adamw(
         schedule,
         b1=optim_config.b1,
         b2=optim_config.b2,
         weight_decay=optim_config.weight_decay,
-        mask=weight_decay_mask,
+        mask=lambda params: weight_decay_mask(params, decays),
     )
     if optim_config.grad_clip_norm > 0:
         adamw = optax.chain(optax.clip_by_global_norm(optim_config.grad_clip_norm), adamw)

@@ -44,12 +44,11 @@ def read_metrics(path):
     return dict(sorted(records.items()))
 
 
-def save_reconstructions(path, images, pred_pixel_values, masked_indices, patch_size, norm_pix_loss, mean, std):
-    """The grid (original | masked | reconstruction | pasted) for normalised images, drawn in pixel colours."""
-    panels = reconstruction_panels(images, pred_pixel_values, masked_indices, patch_size, norm_pix_loss)
-    panels = {name: panel * std + mean for name, panel in panels.items()}
+def save_reconstructions(path, images, pred_pixel_values, masked_indices, spec):
+    """The grid (original | masked | reconstruction | pasted) for standardised images, drawn in pixel colours."""
+    panels = reconstruction_panels(images, pred_pixel_values, masked_indices, spec.patch_size, spec.norm_pix_loss)
     scale = max(1, 128 // images.shape[1])
-    return save_grid(panels, path, scale=scale)
+    return save_grid({name: spec.denormalize(panel) for name, panel in panels.items()}, path, scale=scale)
 
 
 def _ticks(low, high, count=5):

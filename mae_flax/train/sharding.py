@@ -8,6 +8,8 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from mae_core.errors import UsageError
+
 BATCH_AXES = ('data', 'fsdp')
 
 
@@ -15,10 +17,10 @@ def make_mesh(data, fsdp):
     """A (data, fsdp) mesh; data=-1 takes every device not used by fsdp."""
     num_devices = jax.device_count()
     if fsdp < 1 or num_devices % fsdp:
-        raise ValueError(f'mesh.fsdp must be a positive divisor of the {num_devices} devices, got {fsdp}')
+        raise UsageError(f'config.mesh.fsdp must be a positive divisor of the {num_devices} devices, got {fsdp}')
     data = num_devices // fsdp if data == -1 else data
     if data < 1 or data * fsdp > num_devices:
-        raise ValueError(f'mesh data={data} x fsdp={fsdp} needs {data * fsdp} devices, there are {num_devices}')
+        raise UsageError(f'config.mesh data={data} x fsdp={fsdp} needs {data * fsdp} devices, there are {num_devices}')
     axis_types = (jax.sharding.AxisType.Auto,) * 2
     return jax.make_mesh((data, fsdp), BATCH_AXES, axis_types, devices=jax.devices()[: data * fsdp])
 

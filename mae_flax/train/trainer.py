@@ -24,30 +24,26 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
+from mae_core.errors import UsageError
+from mae_core.spec import ModelSpec
+from mae_flax import families
 from mae_flax.convert import load_state_dict_file, load_torch_state_dict, unwrap_state_dict
 from mae_flax.files import atomic_path
-from mae_flax.mae import MAE
-from mae_flax.patchify import pair
-from mae_flax.train import checkpoint, data, optim, report, sharding
-from mae_flax.vit import ViT
+from mae_flax.train import config_checks, data, optim, report, sharding, state_checkpoints
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+def model_spec(config):
+    """The run's model description (config.model) as a mae_core.ModelSpec."""
+    return ModelSpec.from_dict(config.model.to_dict())
 
 
 def build_model(config, rngs):
-    encoder = ViT(**config.model, dtype=jnp.dtype(config.dtype), rngs=rngs)
-    return MAE(encoder=encoder, **config.mae, rngs=rngs)
+    return families.build(model_spec(config), rngs=rngs, dtype=jnp.dtype(config.dtype))
 
 
-def pixel_stats(channels):
-    """The per-channel mean and std images are normalised with: ImageNet's for RGB, their average otherwise."""
-    if channels == 3:
-        return np.array(IMAGENET_MEAN, np.float32), np.array(IMAGENET_STD, np.float32)
-    return np.full(channels, np.mean(IMAGENET_MEAN), np.float32), np.full(channels, np.mean(IMAGENET_STD), np.float32)
-
-
-def normalize(images, mean, std):
-    """uint8 (b, h, w, c) -> float32, standardised per channel."""
+def normalize(images, spec):
+    """uint8 (b, h, w, c) -> float32, standardised per channel with the model's pixel statistics."""
+    mean, std = np.float32(spec.pixel_mean), np.float32(spec.pixel_std)
     return (images.astype(jnp.float32) / 255 - mean) / std
 
 
@@ -80,8 +76,8 @@ def host(tree):
     return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
 
 
-def make_train_step(config, graphdef, rest, tx, schedule, mesh, num_patches):
-    mean, std = pixel_stats(config.model.channels)
+def make_train_step(config, graphdef, rest, tx, schedule, mesh):
+    spec = model_spec(config)
     accum = config.grad_accum_steps
 
     def loss_fn(params, images, noise):
@@ -95,9 +91,9 @@ def make_train_step(config, graphdef, rest, tx, schedule, mesh, num_patches):
         return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(None, sharding.BATCH_AXES)))
 
     def train_step(state, batch):
-        images = normalize(batch, mean, std)  # (b, h, w, c)
+        images = normalize(batch, spec)  # (b, h, w, c)
         step, params = state['step'], state['params']
-        noise = jax.random.uniform(jax.random.fold_in(state['rng'], step), (images.shape[0], num_patches))
+        noise = jax.random.uniform(jax.random.fold_in(state['rng'], step), (images.shape[0], spec.num_patches))
         if accum == 1:
             loss, grads = grad_fn(params, images, noise)
         else:
@@ -117,27 +113,34 @@ def make_train_step(config, graphdef, rest, tx, schedule, mesh, num_patches):
 
 
 def make_eval_step(config, graphdef, rest):
-    mean, std = pixel_stats(config.model.channels)
+    spec = model_spec(config)
 
     def eval_step(params, batch, noise):
-        out = nnx.merge(graphdef, params, rest)(normalize(batch, mean, std), noise=noise, return_outputs=True)
+        out = nnx.merge(graphdef, params, rest)(normalize(batch, spec), noise=noise, return_outputs=True)
         return out.loss, out.pred_pixel_values, out.masked_indices
 
     return eval_step
 
 
 def init_from_torch(path, params, graphdef, rest, shardings):
-    """Parameters from a vit-pytorch / mae_torch state dict: a full MAE, or a ViT for the encoder alone (the
-    decoder keeps its fresh initialisation; a classifier head, which MAE does not use, is dropped)."""
-    state_dict = unwrap_state_dict(load_state_dict_file(path), path)
+    """Parameters from a torch state dict of the run's family: a full MAE, or an encoder alone (the decoder keeps
+    its fresh initialisation; a classifier head, which MAE does not use, is dropped if the run has none)."""
+    try:
+        state_dict = unwrap_state_dict(load_state_dict_file(path), path)
+    except (OSError, ValueError, TypeError) as error:
+        raise UsageError(f'--init_from {path}: {error}') from error
     model = nnx.merge(graphdef, multihost_utils.process_allgather(params, tiled=True), rest)
-    if any(key.startswith('encoder.') for key in state_dict):
-        load_torch_state_dict(model, state_dict)
-    else:
-        if model.encoder.mlp_head is None:
-            state_dict = {key: value for key, value in state_dict.items() if not key.startswith('mlp_head.')}
-        load_torch_state_dict(model.encoder, state_dict)
-    logging.info('initialised from torch weights %s', path)
+    family, kind = families.detect(state_dict, path)
+    if family is not families.of(model):
+        raise UsageError(f'--init_from {path} is a {family.name} model; this run trains {families.of(model).name}')
+    target = model if kind == 'MAE' else family.encoder_of(model)
+    if kind == 'ViT' and getattr(target, 'mlp_head', None) is None:
+        state_dict = {key: value for key, value in state_dict.items() if not key.startswith('mlp_head.')}
+    try:
+        load_torch_state_dict(target, state_dict)
+    except ValueError as error:
+        raise UsageError(f"--init_from {path} does not fit the run's model: {error}") from error
+    logging.info('initialised %s from torch weights %s', 'the MAE' if kind == 'MAE' else 'the encoder', path)
     loaded = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     return jax.tree.map(lambda value, s: sharding.put_global(value, s), loaded, shardings)
 
@@ -146,27 +149,28 @@ def check_batch(config, mesh):
     batch_devices = mesh.shape['data'] * mesh.shape['fsdp']
     unit = config.grad_accum_steps * batch_devices
     if config.batch_size % unit or config.batch_size % jax.process_count():
-        raise ValueError(
-            f'batch_size {config.batch_size} must be divisible by grad_accum_steps {config.grad_accum_steps} x '
+        raise UsageError(
+            f'config.batch_size {config.batch_size} must be divisible by grad_accum_steps {config.grad_accum_steps} x '
             f'{batch_devices} batch devices (mesh data x fsdp) = {unit}, and by {jax.process_count()} processes'
         )
 
 
 def train(config, workdir, *, init_from=None):
-    """Trains (or resumes) in `workdir`; returns a summary dict. Raises FloatingPointError on a NaN/Inf loss."""
-    workdir = Path(workdir).absolute()
+    """Trains (or resumes) in `workdir`; returns a summary dict. Raises UsageError for a mistake in the config,
+    the workdir or the data, before anything is created or compiled, and FloatingPointError on a NaN/Inf loss."""
+    workdir = local_workdir(workdir)
+    spec = config_checks.check(config)
+    config = ml_collections.ConfigDict(config.to_dict() | {'model': spec.to_dict()})  # defaults filled, in order
     process_index, process_count = jax.process_index(), jax.process_count()
     is_main = process_index == 0
-    image_size = pair(config.model.image_size)
-    patch_size = pair(config.model.patch_size)
-    num_patches = (image_size[0] // patch_size[0]) * (image_size[1] // patch_size[1])
+    image_size, num_patches = spec.image_size, spec.num_patches
 
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
     check_batch(config, mesh)
     logging.info('mesh %s over %d processes', dict(mesh.shape), process_count)
 
     # data first: a missing or empty source fails before anything compiles
-    source = data.make_source(config.data.source, image_size, config.model.channels)
+    source = data.make_source(config.data.source, image_size, spec.channels)
     train_iter = data.train_iterator(
         source, config.data, image_size, config.seed, config.batch_size, process_index, process_count
     )
@@ -174,7 +178,7 @@ def train(config, workdir, *, init_from=None):
     if config.num_eval_images:
         eval_batch = data.eval_images(source, config.data, image_size, config.seed + 1, config.num_eval_images)
 
-    tx, schedule = optim.make_optimizer(config.optim, config.batch_size, config.total_steps)
+    tx, schedule = optim.make_optimizer(config)
     init = functools.partial(init_state, config, tx)
     abstract_state = jax.eval_shape(init)
     shardings = sharding.state_shardings(abstract_state, mesh)
@@ -184,11 +188,11 @@ def train(config, workdir, *, init_from=None):
         workdir.mkdir(parents=True, exist_ok=True)
         with atomic_path(workdir / 'config.json') as tmp:
             tmp.write_text(config.to_json_best_effort(indent=2))
-    manager = checkpoint.make_manager(workdir / 'checkpoints', config.checkpoint)
+    manager = state_checkpoints.make_manager(workdir / 'checkpoints', config.checkpoint)
     if manager.latest_step() is not None:
         if init_from:
             logging.warning('%s has a checkpoint: resuming from it, not from --init_from=%s', workdir, init_from)
-        state = checkpoint.restore(manager, with_shardings(abstract_state, shardings), train_iter)
+        state = state_checkpoints.restore(manager, with_shardings(abstract_state, shardings), train_iter)
     else:
         state = jax.jit(init, out_shardings=shardings)()
         if init_from:
@@ -197,7 +201,7 @@ def train(config, workdir, *, init_from=None):
     logging.info('%.2fM parameters, %s compute', num_params / 1e6, config.dtype)
 
     train_step = jax.jit(
-        make_train_step(config, graphdef, rest, tx, schedule, mesh, num_patches),
+        make_train_step(config, graphdef, rest, tx, schedule, mesh),
         in_shardings=(shardings, sharding.batch_sharding(mesh)),
         out_shardings=(shardings, sharding.replicated(mesh)),
         donate_argnums=0,
@@ -207,7 +211,6 @@ def train(config, workdir, *, init_from=None):
         in_shardings=(shardings['params'], sharding.replicated(mesh), sharding.replicated(mesh)),
         out_shardings=sharding.replicated(mesh),
     )
-    mean, std = pixel_stats(config.model.channels)
 
     def evaluate(step):
         """The loss on the fixed eval batch and mask; process 0 draws its reconstructions."""
@@ -219,19 +222,16 @@ def train(config, workdir, *, init_from=None):
         if is_main:
             report.save_reconstructions(
                 workdir / 'images' / f'step_{step:06d}.png',
-                (eval_batch / 255 - mean) / std,
+                spec.normalize(eval_batch / 255),
                 pred,
                 masked_indices,
-                patch_size,
-                config.mae.norm_pix_loss,
-                mean,
-                std,
+                spec,
             )
         return float(loss)
 
     start = int(host(state['step']))
     writer = report.MetricsWriter(workdir) if is_main else None
-    preemption = checkpoint.Preemption(manager, process_count)
+    preemption = state_checkpoints.Preemption(manager, process_count)
     progress = tqdm(total=config.total_steps, initial=start, unit='step', disable=not is_main, dynamic_ncols=True)
     if start == 0:
         initial_eval_loss = evaluate(0)
@@ -271,7 +271,7 @@ def train(config, workdir, *, init_from=None):
                 evaluate(done)
 
             preempted = preemption.reached(done)
-            checkpoint.save(manager, done, state, train_iter, force=preempted or done == config.total_steps)
+            state_checkpoints.save(manager, done, state, train_iter, force=preempted or done == config.total_steps)
             if preempted:
                 logging.warning('preempted: checkpoint at step %d saved; rerun the same command to resume', done)
                 break
@@ -320,11 +320,25 @@ def summary_line(summary, workdir):
     return line + f'; checkpoints, metrics.jsonl, tensorboard/, images/ and loss_curve.png in {workdir}'
 
 
+def local_workdir(workdir):
+    """The workdir as an absolute local path; remote URLs are refused until they are supported (Path would turn
+    gs://bucket/x into ./gs:/bucket/x, silently)."""
+    if '://' in str(workdir):
+        raise UsageError(
+            f'--workdir {workdir}: remote paths are not supported yet; use a path every host sees (NFS, Filestore, '
+            'a gcsfuse mount)'
+        )
+    workdir = Path(workdir).absolute()
+    if workdir.exists() and not workdir.is_dir():
+        raise UsageError(f'--workdir {workdir} is a file, not a folder')
+    return workdir
+
+
 def load_config(workdir):
     """The ConfigDict a run in `workdir` was started with (its config.json)."""
-    path = Path(workdir) / 'config.json'
+    path = local_workdir(workdir) / 'config.json'
     if not path.is_file():
-        raise ValueError(f'{workdir} has no config.json: expected the --workdir of a mae-train run')
+        raise UsageError(f'{workdir} has no config.json: expected the --workdir of a mae-train run')
 
     def tuples(value):
         if isinstance(value, dict):
@@ -332,3 +346,21 @@ def load_config(workdir):
         return tuple(value) if isinstance(value, list) else value
 
     return ml_collections.ConfigDict(tuples(json.loads(path.read_text())))
+
+
+def restore_model(workdir, step=None):
+    """(mae_flax model with a checkpoint's parameters on the default device, its step, the run's config)."""
+    config = load_config(workdir)
+    tx, _ = optim.make_optimizer(config)
+    abstract_state = jax.eval_shape(functools.partial(init_state, config, tx))
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract_state = with_shardings(abstract_state, jax.tree.map(lambda _: device, abstract_state))
+    manager = state_checkpoints.make_manager(local_workdir(workdir) / 'checkpoints', config.checkpoint)
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise UsageError(f'no checkpoint in {workdir}/checkpoints: the run has not saved one yet')
+    if step not in manager.all_steps():
+        raise UsageError(f'{workdir} has no checkpoint at step {step}: it has {sorted(manager.all_steps())}')
+    state = state_checkpoints.restore(manager, abstract_state, step=step)
+    graphdef, rest = model_parts(config)
+    return nnx.merge(graphdef, state['params'], rest), step, config

@@ -12,13 +12,13 @@ from PIL import Image
 import mae_torch
 from mae_flax.cli import convert
 from mae_flax.convert import save_state_dict_file
-from parity_tests.pairs import Config, torch_mae
-from parity_tests.reference import vit_pytorch
+from parity_tests.oracles import vit_pytorch
+from parity_tests.pairs import small_spec, torch_mae
 
 REPO = Path(__file__).resolve().parents[2]
 
 # two heads: the weights cannot tell heads from dim_head, so converting it needs --heads and --decoder_heads
-TINY = Config(dim=32, depth=1, heads=2, dim_head=16, mlp_dim=64, decoder_dim=24, decoder_depth=1, decoder_heads=2)
+TINY = small_spec(dim=32, depth=1, heads=2, dim_head=16, mlp_dim=64, decoder_dim=24, decoder_depth=1, decoder_heads=2)
 TINY_FLAGS = ('--heads', '2', '--decoder_heads', '2')
 
 

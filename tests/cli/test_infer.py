@@ -1,11 +1,11 @@
 """What the tensor shapes tell about a checkpoint's hyperparameters, and the flag named when they do not."""
 
 import pytest
+from mae_flax.cli.infer import infer_config
 
 import mae_torch
 from mae_flax.cli.common import UsageError
-from mae_flax.cli.infer import infer_config
-from parity_tests.pairs import Config, torch_mae
+from parity_tests.pairs import small_spec, torch_mae
 
 
 def given(**flags):
@@ -13,14 +13,14 @@ def given(**flags):
 
 
 def test_single_head_attention_needs_no_flags():
-    config = Config(heads=1, dim_head=48, decoder_heads=1, decoder_dim_head=32)
+    config = small_spec(heads=1, dim_head=48, decoder_heads=1, decoder_dim_head=32)
     inferred, sources = infer_config(torch_mae(config).state_dict(), {}, 'mae.pt')
     assert (inferred['vit']['heads'], inferred['vit']['dim_head'], inferred['mae']['decoder_dim_head']) == (1, 48, 32)
     assert sources['heads'] == sources['decoder_dim_head'] == 'inferred'
 
 
 def test_legacy_3d_pos_embedding_counts_its_cls_row():
-    state_dict = torch_mae(Config(pool='cls')).state_dict()
+    state_dict = torch_mae(small_spec(pool='cls')).state_dict()
     state_dict['encoder.pos_embedding'] = state_dict['encoder.pos_embedding'][None]  # (1, n + 1, d)
     state_dict['encoder.cls_token'] = state_dict['encoder.cls_token'][None]  # (1, 1, d)
     config, sources = infer_config(state_dict, given(heads=3, decoder_heads=2), 'legacy.pt')
@@ -28,7 +28,7 @@ def test_legacy_3d_pos_embedding_counts_its_cls_row():
 
 
 def test_non_square_images_need_the_image_size():
-    state_dict = torch_mae(Config(image_size=(32, 48), patch_size=(8, 16))).state_dict()
+    state_dict = torch_mae(small_spec(image_size=(32, 48), patch_size=(8, 16))).state_dict()
     flags = given(heads=3, decoder_heads=2, patch_size=(8, 16))
     with pytest.raises(UsageError, match='pass --image_size'):
         infer_config(state_dict, flags, 'mae.pt')
@@ -37,7 +37,7 @@ def test_non_square_images_need_the_image_size():
 
 
 def test_gray_images_need_the_channels():
-    state_dict = torch_mae(Config(channels=1)).state_dict()  # patches of 8 * 8 * 1 = 64 values
+    state_dict = torch_mae(small_spec(channels=1)).state_dict()  # patches of 8 * 8 * 1 = 64 values
     with pytest.raises(UsageError, match='pass --channels'):
         infer_config(state_dict, given(heads=3, decoder_heads=2), 'mae.pt')
     config, _ = infer_config(state_dict, given(heads=3, decoder_heads=2, channels=1), 'mae.pt')
@@ -45,7 +45,7 @@ def test_gray_images_need_the_channels():
 
 
 def test_a_given_value_must_fit_the_weights():
-    state_dict = torch_mae(Config(pool='mean')).state_dict()
+    state_dict = torch_mae(small_spec(pool='mean')).state_dict()
     with pytest.raises(UsageError, match='pool = cls \\(given\\) does not fit the weights, which have pool = mean'):
         infer_config(state_dict, given(heads=3, decoder_heads=2, pool='cls'), 'mae.pt')
 

@@ -1,4 +1,4 @@
-"""A model's hyperparameters from a vit-pytorch / mae_torch state dict: what the tensor shapes say, and what not.
+"""A vit-pytorch family ModelSpec from a state dict: what the tensor shapes say, and what not.
 
 The shapes fix dim, depth, mlp_dim, num_classes, pool (cls_token has 1 row with 'cls', 0 with 'mean'), the
 decoder's dim and depth, patch_dim = channels * p1 * p2 (the patch embedding's input) and num_patches (the
@@ -9,24 +9,19 @@ pos_embedding's rows, less the cls row). They do not fix:
   function from the same weights, so it is never guessed. Only a missing to_out (the identity exactly when
   heads == 1 and dim_head == dim) settles it;
 - masking_ratio and norm_pix_loss, which have no weights: assumed vit-pytorch's 0.75 and off, unless given;
-- pool for legacy checkpoints (3-D pos_embedding), which kept a cls token for both pools: assumed 'cls'.
+- pool for legacy checkpoints (3-D pos_embedding), which kept a cls token for both pools: assumed 'cls';
+- layer_norm_eps: assumed torch's 1e-5;
+- the pixel statistics the model was trained with: assumed none (pixels in [0, 1] as they are), unless given.
 """
 
 import math
 
-from mae_flax.cli.common import UsageError
-from mae_flax.patchify import pair
+from mae_core import vit_pytorch
+from mae_core.errors import UsageError
+from mae_core.fields import compact, pair
+from mae_core.spec import ModelSpec
 
 INFERRED, ASSUMED = 'inferred', 'assumed'
-VIT_FIELDS = ('image_size', 'patch_size', 'channels', 'dim', 'depth', 'heads', 'dim_head', 'mlp_dim', 'pool')
-VIT_FIELDS += ('num_classes',)
-MAE_FIELDS = ('decoder_dim', 'decoder_depth', 'decoder_heads', 'decoder_dim_head', 'masking_ratio', 'norm_pix_loss')
-
-
-def compact(size):
-    """(32, 32) -> 32; (32, 48) stays: how the constructors and the JSON spell a size."""
-    height, width = pair(tuple(size) if isinstance(size, list) else size)
-    return height if height == width else (height, width)
 
 
 class _Fields:
@@ -53,20 +48,6 @@ class _Fields:
         value, source = self.given.get(field, (default, ASSUMED))
         self.values[field], self.sources[field] = value, source
         return value
-
-
-def _check_architecture(arrays, prefix, name):
-    needed = [f'{prefix}{key}' for key in ('pos_embedding', 'cls_token', 'to_patch_embedding.2.weight')]
-    missing = [key for key in needed if key not in arrays]
-    if missing:
-        hint = ''
-        if any('patch_embed.proj' in key or key.startswith('blocks.') for key in arrays):
-            hint = ' (it looks like a timm / facebookresearch-mae ViT, a different architecture)'
-        first_keys = ', '.join(list(arrays)[:3])
-        raise UsageError(
-            f'{name} is not a vit-pytorch / mae_torch ViT or MAE state dict{hint}: it has no {missing[0]!r} '
-            f'among its {len(arrays)} tensors (first: {first_keys})'
-        )
 
 
 def _sizes(fields, patch_dim, num_patches):
@@ -144,17 +125,16 @@ def _heads(fields, arrays, prefix, dim, heads_field, dim_head_field):
     )
 
 
-def infer_config(arrays, given, name):
-    """(config, sources) for a torch-layout state dict `arrays` ({key: array}); `given` is {field: (value, source)}.
+def infer(arrays, given, name):
+    """(ModelSpec, sources) for a vit-pytorch / mae_torch state dict `arrays` ({key: array}) that
+    mae_core.vit_pytorch.detect recognised; `given` is {field: (value, source)} from flags or a JSON.
 
-    config is {'model': 'MAE' or 'ViT', 'vit': ViT keywords, 'mae': MAE keywords (MAE only)}; sources says for
-    each field whether it was inferred, given (and checked against the shapes) or assumed.
+    sources says for each field whether it was inferred, given (and checked against the shapes) or assumed.
     """
-    model = 'MAE' if 'mask_token' in arrays else 'ViT'
-    prefix = 'encoder.' if model == 'MAE' else ''
-    _check_architecture(arrays, prefix, name)
-    if model == 'ViT':
-        decoder_flags = [field for field in MAE_FIELDS if field in given]
+    kind = vit_pytorch.detect(arrays)
+    prefix = 'encoder.' if kind == 'MAE' else ''
+    if kind == 'ViT':
+        decoder_flags = [field for field in vit_pytorch.MAE_FIELDS if field in given]
         if decoder_flags:
             raise UsageError(f'{name} is a ViT without an MAE decoder: {decoder_flags[0]} does not apply')
     fields = _Fields(given)
@@ -180,13 +160,19 @@ def infer_config(arrays, given, name):
     _heads(fields, arrays, transformer, dim, 'heads', 'dim_head')
     head = arrays.get(f'{prefix}mlp_head.weight')
     fields.read('num_classes', 0 if head is None else head.shape[0])
-    config = {'model': model, 'vit': {field: fields.values[field] for field in VIT_FIELDS}}
+    fields.choose('layer_norm_eps', 1e-5)
+    encoder = {field: fields.values[field] for field in vit_pytorch.ENCODER_FIELDS}
 
-    if model == 'MAE':
+    mae = None
+    if kind == 'MAE':
         decoder_dim = fields.read('decoder_dim', arrays['mask_token'].shape[0])
         fields.read('decoder_depth', _depth(arrays, 'decoder.'))
         _heads(fields, arrays, 'decoder.', decoder_dim, 'decoder_heads', 'decoder_dim_head')
         fields.choose('masking_ratio', 0.75)
         fields.choose('norm_pix_loss', False)
-        config['mae'] = {field: fields.values[field] for field in MAE_FIELDS}
-    return config, fields.sources
+        mae = {field: fields.values[field] for field in vit_pytorch.MAE_FIELDS}
+    channels = fields.values['channels']
+    mean = fields.choose('pixel_mean', (0.0,) * channels)
+    std = fields.choose('pixel_std', (1.0,) * channels)
+    spec = ModelSpec(vit_pytorch.NAME, encoder, mae, pixel_mean=mean, pixel_std=std)
+    return spec, fields.sources

@@ -1,24 +1,15 @@
 """vit-pytorch's MAE with its bugs fixed: pool='cls' works, bf16 works, masking noise is an input."""
 
-from typing import NamedTuple
-
 import torch
 import torch.nn.functional as F
 from einops import repeat
 from torch import nn
 
-from mae_torch.masking import check_masking_ratio, check_noise, num_masked_patches, random_masking
-from mae_torch.patchify import check_image
-from mae_torch.vit import Transformer
-
-
-class MAEOutput(NamedTuple):
-    loss: torch.Tensor  # () float32
-    pred_pixel_values: torch.Tensor  # (b, num_masked, patch_dim)
-    masked_patches: torch.Tensor  # (b, num_masked, patch_dim), the raw pixels (before norm_pix_loss)
-    masked_indices: torch.Tensor  # (b, num_masked)
-    unmasked_indices: torch.Tensor  # (b, n - num_masked)
-    intermediates: dict  # per-stage activations, for parity checks and inspection
+from mae_core.contract import MAEOutput
+from mae_core.vit_pytorch import MASKING
+from mae_torch.masking import check_noise, random_masking
+from mae_torch.patches import check_image
+from mae_torch.vit_pytorch.vit import Transformer
 
 
 def reconstruction_loss(pred_pixel_values, masked_patches, norm_pix_loss=False):
@@ -49,9 +40,8 @@ class MAE(nn.Module):
         num_pos_embeddings, encoder_dim = encoder.pos_embedding.shape[-2:]
         self.num_cls_tokens = 1 if encoder.pool == 'cls' else 0
         self.num_patches = num_pos_embeddings - self.num_cls_tokens
-        check_masking_ratio(masking_ratio, self.num_patches)
         self.masking_ratio = masking_ratio
-        self.num_masked = num_masked_patches(masking_ratio, self.num_patches)
+        self.num_masked = MASKING.check(masking_ratio, self.num_patches)
         self.norm_pix_loss = norm_pix_loss
 
         self.to_patch = encoder.to_patch_embedding[0]
@@ -67,6 +57,7 @@ class MAE(nn.Module):
             heads=decoder_heads,
             dim_head=decoder_dim_head,
             mlp_dim=decoder_dim * 4,
+            layer_norm_eps=encoder.layer_norm_eps,
         )
         self.decoder_pos_emb = nn.Embedding(num_pos_embeddings, decoder_dim)
         self.to_pixels = nn.Linear(decoder_dim, pixel_values_per_patch)
@@ -86,7 +77,7 @@ class MAE(nn.Module):
         if noise is None:
             noise = torch.rand(batch, num_patches, device=img.device)
         check_noise(noise, batch, num_patches)
-        masked_indices, unmasked_indices = random_masking(noise, self.num_masked)  # (b, m), (b, n - m)
+        masked_indices, unmasked_indices = random_masking(noise, self.num_masked, MASKING)  # (b, m), (b, n - m)
 
         batch_range = torch.arange(batch, device=img.device)[:, None]
         tokens = tokens[batch_range, unmasked_indices]  # (b, n - m, d)

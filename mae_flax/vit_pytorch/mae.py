@@ -1,24 +1,16 @@
 """vit-pytorch's MAE in Flax NNX: the same function and parameters as mae_torch.MAE, images (b, h, w, c)."""
 
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 from einops import repeat
 from flax import nnx
 
-from mae_flax.masking import check_masking_ratio, check_noise, num_masked_patches, random_masking
-from mae_flax.patchify import check_image, patchify
-from mae_flax.vit import Transformer, torch_linear
-
-
-class MAEOutput(NamedTuple):
-    loss: jax.Array  # () float32
-    pred_pixel_values: jax.Array  # (b, num_masked, patch_dim)
-    masked_patches: jax.Array  # (b, num_masked, patch_dim), the raw pixels (before norm_pix_loss)
-    masked_indices: jax.Array  # (b, num_masked)
-    unmasked_indices: jax.Array  # (b, n - num_masked)
-    intermediates: dict  # per-stage activations, for parity checks and inspection
+from mae_core.contract import MAEOutput
+from mae_core.vit_pytorch import MASKING
+from mae_flax.layers import torch_linear
+from mae_flax.masking import check_noise, random_masking
+from mae_flax.patches import check_image, patchify
+from mae_flax.vit_pytorch.vit import Transformer
 
 
 def reconstruction_loss(pred_pixel_values, masked_patches, norm_pix_loss=False):
@@ -37,6 +29,8 @@ def gather_tokens(tokens, indices):
 
 
 class MAE(nnx.Module):
+    family = 'vit_pytorch'
+
     def __init__(
         self,
         *,
@@ -54,9 +48,8 @@ class MAE(nnx.Module):
         # vit-pytorch sizes decoder_pos_emb from pos_embedding: n + 1 rows with pool='cls', row i for patch i
         num_pos_embeddings, encoder_dim = encoder.pos_embedding.shape
         self.num_patches = num_pos_embeddings - encoder.num_cls_tokens
-        check_masking_ratio(masking_ratio, self.num_patches)
         self.masking_ratio = masking_ratio
-        self.num_masked = num_masked_patches(masking_ratio, self.num_patches)
+        self.num_masked = MASKING.check(masking_ratio, self.num_patches)
         self.norm_pix_loss = norm_pix_loss
         dtype = encoder.dtype if dtype is None else dtype
         pixel_values_per_patch = encoder.to_patch_embedding.linear.in_features
@@ -67,7 +60,14 @@ class MAE(nnx.Module):
         )
         self.mask_token = nnx.Param(jax.random.normal(rngs.params(), (decoder_dim,)))
         self.decoder = Transformer(
-            decoder_dim, decoder_depth, decoder_heads, decoder_dim_head, decoder_dim * 4, dtype=dtype, rngs=rngs
+            decoder_dim,
+            decoder_depth,
+            decoder_heads,
+            decoder_dim_head,
+            decoder_dim * 4,
+            eps=encoder.layer_norm_eps,
+            dtype=dtype,
+            rngs=rngs,
         )
         self.decoder_pos_emb = nnx.Param(jax.random.normal(rngs.params(), (num_pos_embeddings, decoder_dim)))
         self.to_pixels = torch_linear(decoder_dim, pixel_values_per_patch, dtype=dtype, rngs=rngs)
@@ -90,7 +90,7 @@ class MAE(nnx.Module):
         if noise is None:
             noise = jax.random.uniform(self.noise_rng(), (batch, num_patches))
         check_noise(noise, batch, num_patches)
-        masked_indices, unmasked_indices = random_masking(noise, self.num_masked)  # (b, m), (b, n - m)
+        masked_indices, unmasked_indices = random_masking(noise, self.num_masked, MASKING)  # (b, m), (b, n - m)
 
         tokens = gather_tokens(tokens, unmasked_indices)  # (b, n - m, d)
         masked_patches = gather_tokens(patches, masked_indices)  # (b, m, patch_dim)

@@ -4,9 +4,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-
-def pair(t):
-    return t if isinstance(t, tuple) else (t, t)
+from mae_core.fields import pair
 
 
 def check_image(img, *, channels, image_size):

@@ -1,7 +1,7 @@
 """vit-pytorch's ViT in Flax NNX: the same function and parameters as mae_torch.ViT, images (b, h, w, c).
 
-Numerics follow torch: exact GELU, LayerNorm eps 1e-5 with the two-pass variance, softmax scale dim_head ** -0.5.
-Parameters are float32; `dtype` is the compute dtype (e.g. jnp.bfloat16).
+Numerics follow torch: exact GELU, LayerNorm eps `layer_norm_eps` (1e-5) with the two-pass variance, softmax
+scale dim_head ** -0.5. Parameters are float32; `dtype` is the compute dtype (e.g. jnp.bfloat16).
 """
 
 import jax
@@ -9,62 +9,14 @@ import jax.numpy as jnp
 from einops import rearrange, repeat
 from flax import nnx
 
-from mae_flax.patchify import check_image, pair, patchify
-
-
-def dot_general_2d(inputs, kernel, dimension_numbers, precision=None, **kwargs):
-    """nnx.Linear's contraction with the leading axes flattened first: (..., in) -> (rows, in) @ (in, out).
-
-    The same function as the 3-D dot; on the CPU it is ~20% faster per training step, since XLA then computes the
-    kernel gradient as one 2-D matmul instead of transposing the 3-D cotangent into a copy first.
-    """
-    ((lhs_contracting, rhs_contracting), batch_dims) = dimension_numbers
-    if lhs_contracting != (inputs.ndim - 1,) or rhs_contracting != (0,) or batch_dims != ((), ()):
-        raise ValueError(f'dot_general_2d contracts the last input axis with the kernel rows, got {dimension_numbers}')
-    rows = inputs.reshape(-1, inputs.shape[-1])  # (b * n, in)
-    out = jax.lax.dot_general(rows, kernel, (((1,), (0,)), ((), ())), precision=precision, **kwargs)
-    return out.reshape(*inputs.shape[:-1], kernel.shape[-1])  # (..., out)
-
-
-def torch_linear(in_features, out_features, *, use_bias=True, dtype=None, rngs):
-    """nnx.Linear with torch.nn.Linear's default init: weight and bias uniform in +-1/sqrt(in_features)."""
-    bound = in_features**-0.5
-    return nnx.Linear(
-        in_features,
-        out_features,
-        use_bias=use_bias,
-        dtype=dtype,
-        kernel_init=jax.nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform'),
-        bias_init=lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound),
-        dot_general=dot_general_2d,
-        rngs=rngs,
-    )
-
-
-def torch_layer_norm(dim, *, dtype=None, rngs):
-    """nnx.LayerNorm as torch.nn.LayerNorm: eps 1e-5, and the two-pass variance (the fast one loses precision
-    on inputs with a large mean)."""
-    return nnx.LayerNorm(dim, epsilon=1e-5, use_fast_variance=False, dtype=dtype, rngs=rngs)
-
-
-def gelu(x):
-    """Exact GELU as torch computes it, x / 2 * (1 + erf(x / sqrt(2))), in float32 for low-precision inputs.
-
-    jax.nn.gelu(approximate=False) goes through erfc, whose XLA CPU kernel (an exp and two polynomials) costs about
-    twice erf's one rational polynomial: -4% per training step on the CPU (benchmarks/NOTES.md).
-    """
-    x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-    return (0.5 * x32 * (1 + jax.lax.erf(x32 * 2**-0.5))).astype(x.dtype)
-
-
-def make_dropout(rate, *, rngs):
-    # a stream is only needed when something is dropped
-    return nnx.Dropout(rate, rngs=rngs if rate > 0 else None)
+from mae_core.fields import pair
+from mae_flax.layers import gelu, make_dropout, torch_layer_norm, torch_linear
+from mae_flax.patches import check_image, patchify
 
 
 class FeedForward(nnx.Module):
-    def __init__(self, dim, hidden_dim, dropout_rate=0.0, *, dtype=None, rngs):
-        self.norm = torch_layer_norm(dim, dtype=dtype, rngs=rngs)
+    def __init__(self, dim, hidden_dim, dropout_rate=0.0, *, eps=1e-5, dtype=None, rngs):
+        self.norm = torch_layer_norm(dim, eps=eps, dtype=dtype, rngs=rngs)
         self.hidden = torch_linear(dim, hidden_dim, dtype=dtype, rngs=rngs)
         self.out = torch_linear(hidden_dim, dim, dtype=dtype, rngs=rngs)
         self.dropout = make_dropout(dropout_rate, rngs=rngs)
@@ -75,14 +27,14 @@ class FeedForward(nnx.Module):
 
 
 class Attention(nnx.Module):
-    def __init__(self, dim, heads=8, dim_head=64, dropout_rate=0.0, *, dtype=None, rngs):
+    def __init__(self, dim, heads=8, dim_head=64, dropout_rate=0.0, *, eps=1e-5, dtype=None, rngs):
         inner_dim = dim_head * heads
         project_out = not (heads == 1 and dim_head == dim)
 
         self.heads = heads
         self.scale = dim_head**-0.5
 
-        self.norm = torch_layer_norm(dim, dtype=dtype, rngs=rngs)
+        self.norm = torch_layer_norm(dim, eps=eps, dtype=dtype, rngs=rngs)
         self.dropout = make_dropout(dropout_rate, rngs=rngs)
         self.to_qkv = torch_linear(dim, inner_dim * 3, use_bias=False, dtype=dtype, rngs=rngs)
         self.to_out = torch_linear(inner_dim, dim, dtype=dtype, rngs=rngs) if project_out else None
@@ -104,13 +56,13 @@ class Attention(nnx.Module):
 
 
 class Transformer(nnx.Module):
-    def __init__(self, dim, depth, heads, dim_head, mlp_dim, dropout_rate=0.0, *, dtype=None, rngs):
-        self.norm = torch_layer_norm(dim, dtype=dtype, rngs=rngs)
+    def __init__(self, dim, depth, heads, dim_head, mlp_dim, dropout_rate=0.0, *, eps=1e-5, dtype=None, rngs):
+        self.norm = torch_layer_norm(dim, eps=eps, dtype=dtype, rngs=rngs)
         self.layers = nnx.List(
             nnx.List(
                 [
-                    Attention(dim, heads, dim_head, dropout_rate, dtype=dtype, rngs=rngs),
-                    FeedForward(dim, mlp_dim, dropout_rate, dtype=dtype, rngs=rngs),
+                    Attention(dim, heads, dim_head, dropout_rate, eps=eps, dtype=dtype, rngs=rngs),
+                    FeedForward(dim, mlp_dim, dropout_rate, eps=eps, dtype=dtype, rngs=rngs),
                 ]
             )
             for _ in range(depth)
@@ -126,16 +78,18 @@ class Transformer(nnx.Module):
 class PatchEmbedding(nnx.Module):
     """vit-pytorch's `to_patch_embedding` after the Rearrange: LayerNorm, Linear, LayerNorm."""
 
-    def __init__(self, patch_dim, dim, *, dtype=None, rngs):
-        self.patch_norm = torch_layer_norm(patch_dim, dtype=dtype, rngs=rngs)
+    def __init__(self, patch_dim, dim, *, eps=1e-5, dtype=None, rngs):
+        self.patch_norm = torch_layer_norm(patch_dim, eps=eps, dtype=dtype, rngs=rngs)
         self.linear = torch_linear(patch_dim, dim, dtype=dtype, rngs=rngs)
-        self.norm = torch_layer_norm(dim, dtype=dtype, rngs=rngs)
+        self.norm = torch_layer_norm(dim, eps=eps, dtype=dtype, rngs=rngs)
 
     def __call__(self, patches):
         return self.norm(self.linear(self.patch_norm(patches)))
 
 
 class ViT(nnx.Module):
+    family = 'vit_pytorch'
+
     def __init__(
         self,
         *,
@@ -151,6 +105,7 @@ class ViT(nnx.Module):
         dim_head=64,
         dropout=0.0,
         emb_dropout=0.0,
+        layer_norm_eps=1e-5,
         dtype=None,
         rngs,
     ):
@@ -167,15 +122,18 @@ class ViT(nnx.Module):
         self.num_cls_tokens = 1 if pool == 'cls' else 0
 
         self.channels = channels
+        self.layer_norm_eps = layer_norm_eps
         self.dtype = dtype
-        self.to_patch_embedding = PatchEmbedding(patch_dim, dim, dtype=dtype, rngs=rngs)
+        self.to_patch_embedding = PatchEmbedding(patch_dim, dim, eps=layer_norm_eps, dtype=dtype, rngs=rngs)
 
         self.cls_token = nnx.Param(jax.random.normal(rngs.params(), (self.num_cls_tokens, dim)))
         self.pos_embedding = nnx.Param(jax.random.normal(rngs.params(), (num_patches + self.num_cls_tokens, dim)))
 
         self.dropout = make_dropout(emb_dropout, rngs=rngs)
 
-        self.transformer = Transformer(dim, depth, heads, dim_head, mlp_dim, dropout, dtype=dtype, rngs=rngs)
+        self.transformer = Transformer(
+            dim, depth, heads, dim_head, mlp_dim, dropout, eps=layer_norm_eps, dtype=dtype, rngs=rngs
+        )
 
         self.pool = pool
         self.mlp_head = torch_linear(dim, num_classes, dtype=dtype, rngs=rngs) if num_classes > 0 else None

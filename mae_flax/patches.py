@@ -4,9 +4,7 @@ import jax
 import numpy as np
 from einops import rearrange
 
-
-def pair(t):
-    return t if isinstance(t, tuple) else (t, t)
+from mae_core.fields import pair
 
 
 def check_image(img, *, channels, image_size):

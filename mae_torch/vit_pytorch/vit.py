@@ -1,20 +1,23 @@
-"""vit-pytorch's ViT (1.26.x), same keywords and state_dict, errors instead of asserts, SDPA attention on GPUs."""
+"""vit-pytorch's ViT (1.26.x), same keywords and state_dict, errors instead of asserts, SDPA attention on GPUs.
 
-import warnings
+One keyword more than vit-pytorch: `layer_norm_eps` (torch's 1e-5, which vit-pytorch uses, by default).
+"""
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
-from mae_torch.patchify import Patchify, check_image, pair
+from mae_core.fields import pair
+from mae_core.vit_pytorch import upgrade_legacy
+from mae_torch.patches import Patchify, check_image
 
 
 class FeedForward(nn.Module):
-    def __init__(self, dim, hidden_dim, dropout=0.0):
+    def __init__(self, dim, hidden_dim, dropout=0.0, layer_norm_eps=1e-5):
         super().__init__()
         self.net = nn.Sequential(
-            nn.LayerNorm(dim),
+            nn.LayerNorm(dim, eps=layer_norm_eps),
             nn.Linear(dim, hidden_dim),
             nn.GELU(),
             nn.Dropout(dropout),
@@ -27,7 +30,7 @@ class FeedForward(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, dim, heads=8, dim_head=64, dropout=0.0):
+    def __init__(self, dim, heads=8, dim_head=64, dropout=0.0, layer_norm_eps=1e-5):
         super().__init__()
         inner_dim = dim_head * heads
         project_out = not (heads == 1 and dim_head == dim)
@@ -35,7 +38,7 @@ class Attention(nn.Module):
         self.heads = heads
         self.scale = dim_head**-0.5
 
-        self.norm = nn.LayerNorm(dim)
+        self.norm = nn.LayerNorm(dim, eps=layer_norm_eps)
         self.dropout = nn.Dropout(dropout)
         self.to_qkv = nn.Linear(dim, inner_dim * 3, bias=False)
         self.to_out = nn.Sequential(nn.Linear(inner_dim, dim), nn.Dropout(dropout)) if project_out else nn.Identity()
@@ -58,14 +61,14 @@ class Attention(nn.Module):
 
 
 class Transformer(nn.Module):
-    def __init__(self, dim, depth, heads, dim_head, mlp_dim, dropout=0.0):
+    def __init__(self, dim, depth, heads, dim_head, mlp_dim, dropout=0.0, layer_norm_eps=1e-5):
         super().__init__()
-        self.norm = nn.LayerNorm(dim)
+        self.norm = nn.LayerNorm(dim, eps=layer_norm_eps)
         self.layers = nn.ModuleList(
             nn.ModuleList(
                 [
-                    Attention(dim, heads=heads, dim_head=dim_head, dropout=dropout),
-                    FeedForward(dim, mlp_dim, dropout=dropout),
+                    Attention(dim, heads=heads, dim_head=dim_head, dropout=dropout, layer_norm_eps=layer_norm_eps),
+                    FeedForward(dim, mlp_dim, dropout=dropout, layer_norm_eps=layer_norm_eps),
                 ]
             )
             for _ in range(depth)
@@ -94,6 +97,7 @@ class ViT(nn.Module):
         dim_head=64,
         dropout=0.0,
         emb_dropout=0.0,
+        layer_norm_eps=1e-5,
     ):
         super().__init__()
         self.image_size = image_height, image_width = pair(image_size)
@@ -109,11 +113,12 @@ class ViT(nn.Module):
         num_cls_tokens = 1 if pool == 'cls' else 0
 
         self.channels = channels
+        self.layer_norm_eps = layer_norm_eps
         self.to_patch_embedding = nn.Sequential(
             Patchify(self.patch_size),
-            nn.LayerNorm(patch_dim),
+            nn.LayerNorm(patch_dim, eps=layer_norm_eps),
             nn.Linear(patch_dim, dim),
-            nn.LayerNorm(dim),
+            nn.LayerNorm(dim, eps=layer_norm_eps),
         )
 
         self.cls_token = nn.Parameter(torch.randn(num_cls_tokens, dim))
@@ -121,7 +126,7 @@ class ViT(nn.Module):
 
         self.dropout = nn.Dropout(emb_dropout)
 
-        self.transformer = Transformer(dim, depth, heads, dim_head, mlp_dim, dropout)
+        self.transformer = Transformer(dim, depth, heads, dim_head, mlp_dim, dropout, layer_norm_eps)
 
         self.pool = pool
         self.to_latent = nn.Identity()
@@ -158,16 +163,4 @@ class ViT(nn.Module):
 
 def _upgrade_legacy_state_dict(module, state_dict, prefix, *args):
     """Loads vit-pytorch checkpoints from before its 2-D change: pos_embedding (1, n + 1, d), cls_token (1, 1, d)."""
-    pos_key, cls_key = f'{prefix}pos_embedding', f'{prefix}cls_token'
-    if pos_key not in state_dict or state_dict[pos_key].ndim != 3:
-        return
-    pos_embedding, cls_token = state_dict[pos_key][0], state_dict[cls_key].reshape(-1, state_dict[cls_key].shape[-1])
-    if module.pool == 'mean':
-        # legacy ViTs always had a cls token; a mean-pool model now has none, and its patches keep rows 1..n
-        warnings.warn(
-            'legacy mean-pool checkpoint: its cls token is dropped. MAE is unchanged; ViT logits differ slightly, '
-            'since the legacy model also averaged the cls token',
-            stacklevel=2,
-        )
-        pos_embedding, cls_token = pos_embedding[1:], cls_token[:0]
-    state_dict[pos_key], state_dict[cls_key] = pos_embedding, cls_token
+    upgrade_legacy(state_dict, prefix, module.pool)

@@ -1,4 +1,4 @@
-"""vit-pytorch itself, the reference the backends are checked and benchmarked against.
+"""vit-pytorch itself, the reference mae_torch is checked and benchmarked against.
 
 Its package `__init__` imports torchvision (and vit-pytorch's own dependencies pull a CUDA torch), so it is
 installed with `--no-deps` and its modules are imported under a package object whose `__init__` never runs.
@@ -21,12 +21,3 @@ def load_vit_pytorch():
     package.vit = importlib.import_module('vit_pytorch.vit')
     package.mae = importlib.import_module('vit_pytorch.mae')
     return package
-
-
-def vit_pytorch():
-    """`load_vit_pytorch()` for a test: skips it when vit-pytorch is not installed (CI installs it)."""
-    import pytest  # here, not at the top: the benchmarks load vit-pytorch without pytest
-
-    if importlib.util.find_spec('vit_pytorch') is None:
-        pytest.skip('vit-pytorch is not installed (pip install --no-deps vit-pytorch); CI installs it')
-    return load_vit_pytorch()

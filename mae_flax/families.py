@@ -1,0 +1,111 @@
+"""Model families behind one interface: the trainer, the converter, the commands and the parity suite ask this
+registry, never which family they hold.
+
+A family brings, for a mae_core.ModelSpec of its own:
+- build(spec, rngs, dtype) / build_torch(spec): the Flax and the torch model (an MAE, or its encoder alone);
+- table(model) / upgrade(arrays, model): its converter rows, and the rewrite of legacy checkpoints;
+- detect(keys) / infer(arrays, given, name): whether a state dict is its own ('MAE' / 'ViT'), and the spec
+  the tensor shapes give (what they do not fix comes from `given`, or is assumed and said so);
+- decays(path): the weight-decay rule of its recipe; encoder_of(model): an MAE's encoder.
+Every model class carries `family` (its name), so a model finds its family without isinstance chains.
+"""
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from mae_core.errors import UsageError
+from mae_flax import vit_pytorch
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    name: str
+    build: Callable
+    build_torch: Callable
+    table: Callable
+    upgrade: Callable
+    detect: Callable
+    infer: Callable
+    decays: Callable
+    encoder_of: Callable
+
+
+FAMILIES = {
+    family.name: family
+    for family in (
+        Family(
+            name=vit_pytorch.facts.NAME,
+            build=vit_pytorch.build,
+            build_torch=vit_pytorch.build_torch,
+            table=vit_pytorch.table.table,
+            upgrade=vit_pytorch.table.upgrade,
+            detect=vit_pytorch.facts.detect,
+            infer=vit_pytorch.infer,
+            decays=vit_pytorch.decays,
+            encoder_of=vit_pytorch.encoder_of,
+        ),
+    )
+}
+
+
+def get(name):
+    if name not in FAMILIES:
+        raise UsageError(f'unknown model family {name!r}: expected one of {", ".join(FAMILIES)}')
+    return FAMILIES[name]
+
+
+def of(model):
+    """The family of a mae_flax model (its class's `family`)."""
+    name = getattr(type(model), 'family', None)
+    if name not in FAMILIES:
+        raise TypeError(
+            f'expected a mae_flax model of a known family ({", ".join(FAMILIES)}), got {type(model).__name__}'
+        )
+    return FAMILIES[name]
+
+
+def detect(keys, name):
+    """(Family, 'MAE' or 'ViT') of a torch state dict's keys; a UsageError naming `name` if no family knows them."""
+    keys = list(keys)
+    for family in FAMILIES.values():
+        kind = family.detect(keys)
+        if kind is not None:
+            return family, kind
+    hint = ''
+    if any('patch_embed.proj' in key or key.startswith('blocks.') for key in keys):
+        hint = ' (it looks like a timm / facebookresearch-mae ViT, which this version does not read yet)'
+    first_keys = ', '.join(map(str, keys[:3]))
+    raise UsageError(
+        f'{name} is not a state dict of any known model family ({", ".join(FAMILIES)}){hint}: '
+        f'its {len(keys)} tensors begin {first_keys}'
+    )
+
+
+def build(spec, *, rngs, dtype=None):
+    """The mae_flax model a ModelSpec describes, freshly initialised."""
+    return get(spec.family).build(spec, rngs=rngs, dtype=dtype)
+
+
+def build_torch(spec):
+    """The mae_torch twin a ModelSpec describes, freshly initialised (imports torch)."""
+    return get(spec.family).build_torch(spec)
+
+
+def build_abstract(spec, dtype=None):
+    """The model with abstract weights, to be loaded: no random init, which compiles one XLA program per weight
+    shape (seconds on a CPU). Only the rng streams get concrete keys (the masking noise of a call without
+    `noise`)."""
+    try:
+        model = nnx.eval_shape(lambda: build(spec, rngs=nnx.Rngs(0), dtype=dtype))
+    except (ValueError, TypeError) as error:
+        raise UsageError(f'cannot build the model: {error}') from error
+    for _, node in nnx.iter_graph(model):
+        if isinstance(node, nnx.RngKey):
+            node.set_value(jax.random.key(0))
+        elif isinstance(node, nnx.RngCount):
+            node.set_value(jnp.zeros((), jnp.uint32))
+    return model

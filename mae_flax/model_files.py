@@ -1,0 +1,211 @@
+"""Model files: read any checkpoint a user holds into a mae_flax model and its ModelSpec; write it in either layout.
+
+Reads, recognising each by what it is:
+- a torch-layout state dict (`.pt`/`.pth`/`.safetensors`) of any family, detected from its keys, bare or under
+  `{'model': ...}` / `{'state_dict': ...}`, with DDP `module.` / torch.compile `_orig_mod.` prefixes;
+- a Flax checkpoint: one `.safetensors` file keyed by mae_flax parameter paths
+  (`encoder.transformer.layers.0.0.to_qkv.kernel`, Flax layout), with `format: mae_flax` in its metadata;
+- a `mae-train` workdir: its latest checkpoint, or a given step.
+
+Every file written gets its ModelSpec beside it, `NAME.json` for `NAME` (suffix included: `mae.pt.json`). When
+reading, the spec comes from that JSON (or the workdir's config.json), then the flags, then the tensor shapes.
+
+Why a Flax checkpoint is one safetensors file and not an orbax directory: it is one thing to copy and publish,
+read without torch, orbax or pickle (a downloaded file cannot run code), lazily, and by anything with
+`safetensors.numpy.load_file`. Training checkpoints stay orbax (mae_flax.train.state_checkpoints).
+"""
+
+import dataclasses
+import pickle
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import safetensors
+import safetensors.numpy
+from flax import nnx
+
+from mae_core.errors import UsageError
+from mae_core.spec import ModelSpec
+from mae_flax import families
+from mae_flax.convert import (
+    load_state_dict_file,
+    load_torch_state_dict,
+    save_state_dict_file,
+    to_torch_state_dict,
+    unwrap_state_dict,
+)
+from mae_flax.files import atomic_path
+
+FLAX_FORMAT = 'mae_flax'
+SUFFIXES = ('.pt', '.pth', '.safetensors')
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    path: Path
+    layout: str  # 'torch', 'flax' or 'workdir': what was read
+    spec: ModelSpec
+    sources: dict  # {field: 'inferred' | 'given' | 'assumed' | 'from NAME.json', ...}
+    model: nnx.Module  # the mae_flax model with the checkpoint's weights
+    torch_arrays: dict  # {torch key: array}: the file's own for a torch file, converted otherwise
+    step: int | None = None  # the training step, for a workdir
+
+    @property
+    def num_parameters(self):
+        return sum(param.size for param in flax_params(self.model).values())
+
+
+def spec_path(path):
+    """Where the ModelSpec of a model file lies: NAME.json beside NAME."""
+    path = Path(path)
+    return path.with_name(path.name + '.json')
+
+
+def one_line(error):
+    return '; '.join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
+def flax_params(model):
+    """{'encoder.transformer.layers.0.0.to_qkv.kernel': nnx.Param, ...}: the Flax checkpoint's keys."""
+    return {'.'.join(map(str, path)): node for path, node in nnx.iter_graph(model) if isinstance(node, nnx.Param)}
+
+
+def _read_file(path):
+    """(layout, contents) of a checkpoint file; one clear UsageError for anything that is not one."""
+    if path.suffix not in SUFFIXES:
+        raise UsageError(f'expected a .pt, .pth or .safetensors checkpoint or a mae-train workdir, got {path}')
+    try:
+        if path.suffix == '.safetensors':
+            with safetensors.safe_open(path, framework='np') as file:
+                flax_keys = (file.metadata() or {}).get('format') == FLAX_FORMAT
+                flax_keys = flax_keys or any(key.endswith('.kernel') for key in file.keys())
+            return 'flax' if flax_keys else 'torch', safetensors.numpy.load_file(path)
+        return 'torch', load_state_dict_file(path)
+    except pickle.UnpicklingError as error:
+        if 'Unsupported global' not in str(error):
+            raise UsageError(f'{path} is not a readable {path.suffix} checkpoint (not a torch.save file)') from error
+        raise UsageError(
+            f'{path} holds pickled Python objects, not only tensors (a whole nn.Module?), which torch.load '
+            '(weights_only=True) refuses to run: save model.state_dict() instead'
+        ) from error
+    except Exception as error:  # torch and safetensors raise many types for a file that is not theirs
+        reason = f'{type(error).__name__}: {one_line(error)}'
+        raise UsageError(f'{path} is not a readable {path.suffix} checkpoint ({reason})') from error
+
+
+def _given_by(spec, source):
+    """{field: (value, source)} for every field of a spec, as the family's `infer` takes them."""
+    given = {field: (value, source) for part in (spec.encoder, spec.mae or {}) for field, value in part.items()}
+    return given | {'pixel_mean': (spec.pixel_mean, source), 'pixel_std': (spec.pixel_std, source)}
+
+
+def _load_flax_arrays(model, arrays, name):
+    params = flax_params(model)
+    problems = [f'missing {key!r}' for key in params if key not in arrays]
+    problems += [f'unexpected {key!r}' for key in arrays if key not in params]
+    problems += [
+        f'{key!r} has shape {arrays[key].shape}, expected {param.shape}'
+        for key, param in params.items()
+        if key in arrays and arrays[key].shape != param.shape
+    ]
+    if problems:
+        raise UsageError(
+            f'{name} does not fit its model description ({len(problems)} problems): {"; ".join(problems[:5])}'
+        )
+    for key, param in params.items():
+        param.set_value(jnp.asarray(arrays[key], dtype=param.dtype))
+    return model
+
+
+def _read_workdir(path, step):
+    try:
+        from mae_flax.train import trainer
+    except ImportError as error:
+        raise UsageError(
+            f'reading a mae-train workdir needs the training extra: pip install "twin-mae[train]" ({error})'
+        ) from error
+    model, step, config = trainer.restore_model(path, step)
+    spec = ModelSpec.from_dict(config.model.to_dict())
+    sources = {field: 'from config.json' for field in _given_by(spec, '')}
+    return LoadedModel(path, 'workdir', spec, sources, model, to_torch_state_dict(model), step)
+
+
+def read_model(path, flags=None, *, step=None):
+    """A LoadedModel from a torch-layout or Flax file or a mae-train workdir; `flags` is {field: value} from the
+    command line, for what neither a JSON beside the file nor the tensor shapes say."""
+    path, flags = Path(path), flags or {}
+    if path.is_dir():
+        if not (path / 'config.json').is_file():
+            raise UsageError(
+                f'{path} is a folder without config.json: expected a checkpoint file or a mae-train workdir'
+            )
+        if flags:
+            raise UsageError(
+                f'{path} is a mae-train workdir, whose config.json says everything: drop --{next(iter(flags))}'
+            )
+        return _read_workdir(path, step)
+    if step is not None:
+        raise UsageError(f'--step applies to mae-train workdirs; {path} is a file')
+    if not path.is_file():
+        raise UsageError(f'no such checkpoint file or workdir: {path}')
+    layout, contents = _read_file(path)
+    stored = ModelSpec.read(spec_path(path)) if spec_path(path).is_file() else None
+    given = {} if stored is None else _given_by(stored, f'from {spec_path(path).name}')
+    given |= {field: (value, 'given') for field, value in flags.items()}
+
+    model = None
+    if layout == 'flax':
+        if stored is None:
+            raise UsageError(f'{path} is a Flax checkpoint without its model description {spec_path(path)}')
+        model = _load_flax_arrays(families.build_abstract(stored), contents, path)
+        arrays = to_torch_state_dict(model)
+    else:
+        arrays = unwrap_state_dict(contents, path)
+    family, _ = families.detect(arrays, path)
+    spec, sources = family.infer(arrays, given, path)
+    if model is None or spec != stored:
+        model = families.build_abstract(spec)
+        try:
+            load_torch_state_dict(model, arrays)
+        except ValueError as error:
+            raise UsageError(f'{path}: {one_line(error)}') from error
+    return LoadedModel(path, layout, spec, sources, model, arrays)
+
+
+def write_model(loaded, path, layout, *, encoder_only=False):
+    """Writes the model (or its encoder alone) as a Flax or torch-layout file with its ModelSpec in NAME.json;
+    neither appears unless both do. Returns (path, spec path)."""
+    path = Path(path)
+    model, spec = loaded.model, loaded.spec
+    if encoder_only:
+        if spec.mae is None:
+            raise UsageError(f'{loaded.path} holds an encoder alone already: drop --encoder_only')
+        model, spec = families.get(spec.family).encoder_of(model), spec.replace(mae=None)
+    with atomic_path(spec_path(path)) as spec_tmp:
+        spec_tmp.write_text(spec.to_json())
+        if layout == 'flax':
+            arrays = {key: np.asarray(param[...]) for key, param in flax_params(model).items()}
+            with atomic_path(path) as tmp:
+                safetensors.numpy.save_file(arrays, tmp, metadata={'format': FLAX_FORMAT})
+        else:
+            save_state_dict_file(to_torch_state_dict(model), path)
+    return path, spec_path(path)
+
+
+def torch_model(loaded):
+    """The mae_torch twin of the loaded model, with its torch-layout weights loaded strictly, in eval mode."""
+    try:
+        import torch
+    except ImportError as error:
+        raise UsageError(f'the torch side needs torch: pip install "twin-mae[torch]" ({error})') from error
+    model = families.build_torch(loaded.spec)
+    state_dict = {
+        key: value if isinstance(value, torch.Tensor) else torch.from_numpy(np.array(value))
+        for key, value in loaded.torch_arrays.items()
+    }
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as error:
+        raise UsageError(f'{loaded.path} does not load into mae_torch: {one_line(error)}') from error
+    return model.eval()

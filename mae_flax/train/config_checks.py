@@ -1,0 +1,97 @@
+"""Every user-facing field of a training config, checked before anything is created or compiled: a mistake is one
+UsageError naming the field, what came and what is allowed."""
+
+import math
+
+from mae_core import fields
+from mae_core.errors import UsageError
+from mae_core.spec import ModelSpec
+from mae_flax import families
+
+DTYPES = ('float32', 'bfloat16', 'float16')
+
+
+def _non_negative_float(name, value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise UsageError(f'{name} must be a number >= 0, got {value!r}')
+    return value
+
+
+def _beta(name, value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+        raise UsageError(f'{name} must be a number in [0, 1), got {value!r}')
+    return value
+
+
+def _crop_scale(name, value):
+    if (
+        not isinstance(value, tuple | list)
+        or len(value) != 2
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        or not 0 < value[0] <= value[1] <= 1
+    ):
+        raise UsageError(f'{name} must be (low, high) with 0 < low <= high <= 1, got {value!r}')
+    return value
+
+
+def _mesh_axis(name, value):
+    if value != -1:
+        fields.positive_int(name, value)
+    return value
+
+
+def _integer(name, value):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f'{name} must be an integer, got {value!r}')
+    return value
+
+
+CHECKS = {
+    'seed': _integer,
+    'dtype': fields.choice(*DTYPES),
+    'total_steps': fields.positive_int,
+    'batch_size': fields.positive_int,
+    'grad_accum_steps': fields.positive_int,
+    'optim.base_lr': fields.positive_float,
+    'optim.min_lr': _non_negative_float,
+    'optim.warmup_steps': fields.non_negative_int,
+    'optim.b1': _beta,
+    'optim.b2': _beta,
+    'optim.weight_decay': _non_negative_float,
+    'optim.grad_clip_norm': _non_negative_float,
+    'data.crop_scale': _crop_scale,
+    'data.flip': fields.boolean,
+    'data.num_threads': fields.positive_int,
+    'data.prefetch': fields.non_negative_int,
+    'mesh.data': _mesh_axis,
+    'mesh.fsdp': fields.positive_int,
+    'checkpoint.every_steps': fields.positive_int,
+    'checkpoint.keep': fields.positive_int,
+    'log_every': fields.positive_int,
+    'image_every': fields.positive_int,
+    'num_eval_images': fields.non_negative_int,
+}
+
+
+def _get(config, dotted):
+    value = config
+    for part in dotted.split('.'):
+        value = value[part]
+    return value
+
+
+def check(config):
+    """The run's ModelSpec, once every field of `config` (an ml_collections.ConfigDict) is known to be valid."""
+    for name, check_field in CHECKS.items():
+        check_field(f'config.{name}', _get(config, name))
+    try:
+        spec = ModelSpec.from_dict(config.model.to_dict())
+    except UsageError as error:
+        raise UsageError(f'config.{error}' if str(error).startswith('model') else f'config.model: {error}') from error
+    if spec.mae is None:
+        raise UsageError('config.model.mae is empty: mae-train pretrains an MAE, it needs the decoder keywords')
+    try:  # what only the constructors know (sizes that divide, a ratio that masks a patch), without compiling
+        families.build_abstract(spec)
+    except UsageError as error:
+        raise UsageError(f'config.model: {error}') from error
+    return spec

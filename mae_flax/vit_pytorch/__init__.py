@@ -1,0 +1,44 @@
+"""The vit-pytorch family in Flax: vit-pytorch's ViT and MAE, the same function and parameters as mae_torch's."""
+
+from mae_core import vit_pytorch as facts
+from mae_flax.vit_pytorch import table
+from mae_flax.vit_pytorch.infer import infer
+from mae_flax.vit_pytorch.mae import MAE, reconstruction_loss
+from mae_flax.vit_pytorch.vit import ViT
+
+
+def build(spec, *, rngs, dtype=None):
+    """The mae_flax model a ModelSpec of this family describes: an MAE, or a ViT when spec.mae is None."""
+    encoder = ViT(**spec.encoder, dtype=dtype, rngs=rngs)
+    return encoder if spec.mae is None else MAE(encoder=encoder, **spec.mae, rngs=rngs)
+
+
+def build_torch(spec):
+    import mae_torch.vit_pytorch
+
+    return mae_torch.vit_pytorch.build(spec)
+
+
+def decays(path):
+    """Weight decay applies to Linear kernels only: not to biases, LayerNorm scales and biases, position
+    embeddings, the cls token or the mask token (vit-pytorch's MAE recipe as mae-train runs it)."""
+    return getattr(path[-1], 'key', None) == 'kernel'
+
+
+def encoder_of(model):
+    """The encoder (a ViT) of an MAE of this family."""
+    return model.encoder
+
+
+__all__ = [
+    'MAE',
+    'ViT',
+    'build',
+    'build_torch',
+    'decays',
+    'encoder_of',
+    'facts',
+    'infer',
+    'reconstruction_loss',
+    'table',
+]

@@ -1,0 +1,63 @@
+"""The vit-pytorch family's converter table: every vit-pytorch / mae_torch state-dict key and the mae_flax
+parameter that holds it, in torch's state_dict order.
+
+vit-pytorch's MAE registers the encoder's patch embedding twice (`encoder.to_patch_embedding.{1,2,3}` and
+`patch_to_emb.{0,1,2}`): both keys map to the same Flax parameters, and both are written back.
+"""
+
+from mae_core.vit_pytorch import upgrade_legacy
+from mae_flax.rows import Row, layer_norm, linear
+from mae_flax.vit_pytorch.mae import MAE
+
+
+def _patch_embedding(key, embedding, first_index):
+    i = first_index
+    return (
+        layer_norm(f'{key}.{i}', embedding.patch_norm)
+        + linear(f'{key}.{i + 1}', embedding.linear)
+        + layer_norm(f'{key}.{i + 2}', embedding.norm)
+    )
+
+
+def _transformer(key, transformer):
+    rows = layer_norm(f'{key}.norm', transformer.norm)
+    for i, (attn, ff) in enumerate(transformer.layers):
+        block = f'{key}.layers.{i}'
+        rows += layer_norm(f'{block}.0.norm', attn.norm) + linear(f'{block}.0.to_qkv', attn.to_qkv)
+        if attn.to_out is not None:
+            rows += linear(f'{block}.0.to_out.0', attn.to_out)
+        rows += layer_norm(f'{block}.1.net.0', ff.norm)
+        rows += linear(f'{block}.1.net.1', ff.hidden) + linear(f'{block}.1.net.4', ff.out)
+    return rows
+
+
+def _vit(prefix, vit):
+    rows = [Row(f'{prefix}cls_token', vit.cls_token), Row(f'{prefix}pos_embedding', vit.pos_embedding)]
+    rows += _patch_embedding(f'{prefix}to_patch_embedding', vit.to_patch_embedding, first_index=1)
+    rows += _transformer(f'{prefix}transformer', vit.transformer)
+    if vit.mlp_head is not None:
+        rows += linear(f'{prefix}mlp_head', vit.mlp_head)
+    return rows
+
+
+def table(model):
+    """[Row] for a mae_flax ViT or MAE of this family."""
+    if not isinstance(model, MAE):
+        return _vit('', model)
+    rows = [Row('mask_token', model.mask_token)]
+    rows += _vit('encoder.', model.encoder)
+    rows += _patch_embedding('patch_to_emb', model.encoder.to_patch_embedding, first_index=0)
+    if model.enc_to_dec is not None:
+        rows += linear('enc_to_dec', model.enc_to_dec)
+    rows += _transformer('decoder', model.decoder)
+    rows += [Row('decoder_pos_emb.weight', model.decoder_pos_emb)]
+    rows += linear('to_pixels', model.to_pixels)
+    return rows
+
+
+def upgrade(arrays, model):
+    """Legacy (pre-2-D) vit-pytorch checkpoints, rewritten in place as today's layout before loading."""
+    if isinstance(model, MAE):
+        upgrade_legacy(arrays, 'encoder.', model.encoder.pool)
+    else:
+        upgrade_legacy(arrays, '', model.pool)
