@@ -2,55 +2,69 @@
 
 import dataclasses
 
+from mae_core.spec import PAPER_DECODER, ModelSpec, decode_variant
+
+
+def mae_spec(variant, image_size, decoder, **encoder):
+    """A vit-pytorch family MAE description from a size variant ('B/16'); pool='mean', since vit-pytorch's own
+    MAE crashes with a cls token (and the MAE never uses it)."""
+    encoder = decode_variant(variant) | dict(image_size=image_size, num_classes=0, pool='mean') | encoder
+    return ModelSpec('vit_pytorch', encoder, dict(masking_ratio=0.75) | decoder)
+
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """An MAE and the batch it is timed with; every model field is a vit-pytorch keyword."""
+    """An MAE description and the batch it is timed with."""
 
     name: str
     batch_size: int
-    image_size: int
-    patch_size: int
-    dim: int
-    depth: int
-    heads: int
-    dim_head: int
-    mlp_dim: int
-    decoder_dim: int
-    decoder_depth: int
-    decoder_heads: int
-    decoder_dim_head: int
-    masking_ratio: float = 0.75
-    channels: int = 3
+    spec: ModelSpec
 
-    @property
-    def vit_kwargs(self):
-        # pool='mean': vit-pytorch's MAE crashes with a cls token, and the MAE never uses it
-        names = ('image_size', 'patch_size', 'dim', 'depth', 'heads', 'dim_head', 'mlp_dim', 'channels')
-        return {name: getattr(self, name) for name in names} | {'num_classes': 0, 'pool': 'mean'}
+    def __getattr__(self, name):
+        """The model's keywords (dim, depth, decoder_dim, ...) and sizes, read from its description."""
+        spec = self.__dict__['spec']
+        if name in ('num_patches', 'num_masked', 'channels', 'masking_ratio'):
+            return getattr(spec, name)
+        if name in ('image_size', 'patch_size'):
+            height, width = getattr(spec, name)
+            if height != width:
+                raise ValueError(f'{self.name}: the benchmarks take square {name}s, got {(height, width)}')
+            return height
+        for part in (spec.encoder, spec.mae):
+            if name in part:
+                return part[name]
+        raise AttributeError(name)
 
-    @property
-    def mae_kwargs(self):
-        names = ('decoder_dim', 'decoder_depth', 'decoder_heads', 'decoder_dim_head', 'masking_ratio')
-        return {name: getattr(self, name) for name in names}
-
-    @property
-    def num_patches(self):
-        return (self.image_size // self.patch_size) ** 2
-
-    @property
-    def num_masked(self):
-        return int(self.masking_ratio * self.num_patches)
+    def vit_pytorch_model(self, package):
+        """The MAE built with vit-pytorch's own classes (it lacks layer_norm_eps and norm_pix_loss, left at their
+        defaults: 1e-5, off)."""
+        encoder = {name: value for name, value in self.spec.encoder.items() if name != 'layer_norm_eps'}
+        mae = {name: value for name, value in self.spec.mae.items() if name != 'norm_pix_loss'}
+        return package.mae.MAE(encoder=package.vit.ViT(**encoder), **mae)
 
 
+SMALL_DECODER = dict(decoder_dim=128, decoder_depth=2, decoder_heads=4, decoder_dim_head=32)
 PRESETS = {
-    # CPU: ViT-Ti widths on 32px images with 4px patches (64 patches, 16 visible)
-    'tiny': Preset('tiny', 32, 32, 4, 192, 4, 3, 64, 768, 128, 2, 4, 32),
+    # CPU: ViT-Ti widths (4 blocks) on 32px images with 4px patches (64 patches, 16 visible)
+    'tiny': Preset('tiny', 32, mae_spec('Ti/4', 32, SMALL_DECODER, depth=4)),
     # GPU/TPU: the MAE paper's models at 224px with its 8-layer, 512-wide decoder (16 heads of 32)
-    'vit_b16': Preset('vit_b16', 256, 224, 16, 768, 12, 12, 64, 3072, 512, 8, 16, 32),
-    'vit_l16': Preset('vit_l16', 128, 224, 16, 1024, 24, 16, 64, 4096, 512, 8, 16, 32),
+    'vit_b16': Preset('vit_b16', 256, mae_spec('B/16', 224, PAPER_DECODER)),
+    'vit_l16': Preset('vit_l16', 128, mae_spec('L/16', 224, PAPER_DECODER)),
     # for tests: a step of a few milliseconds
-    'test': Preset('test', 4, 16, 4, 32, 1, 2, 16, 64, 32, 1, 2, 16),
+    'test': Preset(
+        'test',
+        4,
+        mae_spec(
+            'tiny/4',
+            16,
+            dict(decoder_dim=32, decoder_depth=1, decoder_heads=2, decoder_dim_head=16),
+            dim=32,
+            depth=1,
+            heads=2,
+            dim_head=16,
+            mlp_dim=64,
+        ),
+    ),
 }
 
 

@@ -54,8 +54,7 @@ def flax_runner(preset, dtype):
     """A jax.jit step over nnx.split state, donated, as flax's examples/gemma; masking noise from the model's
     own rng stream, which travels in the state."""
     compute_dtype = jnp.bfloat16 if dtype == 'bf16' else None
-    encoder = mae_flax.ViT(**preset.vit_kwargs, dtype=compute_dtype, rngs=nnx.Rngs(0))
-    model = mae_flax.MAE(encoder=encoder, **preset.mae_kwargs, rngs=nnx.Rngs(params=1, noise=2))
+    model = mae_flax.build(preset.spec, rngs=nnx.Rngs(params=1, noise=2), dtype=compute_dtype)
     tx = optax.adamw(LEARNING_RATE, b1=BETAS[0], b2=BETAS[1], weight_decay=WEIGHT_DECAY)
     graphdef, state = nnx.split((model, nnx.Optimizer(model, tx, wrt=nnx.Param)))
     images = jax.random.normal(jax.random.key(3), (preset.batch_size, preset.image_size, preset.image_size, 3))
@@ -96,12 +95,8 @@ def flax_runner(preset, dtype):
 def torch_runner(preset, dtype, backend):
     device = hardware.torch_device()
     torch.manual_seed(0)
-    if backend == 'vit_pytorch':
-        reference = load_vit_pytorch()
-        vit_class, mae_class = reference.vit.ViT, reference.mae.MAE
-    else:
-        vit_class, mae_class = mae_torch.ViT, mae_torch.MAE
-    model = mae_class(encoder=vit_class(**preset.vit_kwargs), **preset.mae_kwargs).to(device)
+    model = preset.vit_pytorch_model(load_vit_pytorch()) if backend == 'vit_pytorch' else mae_torch.build(preset.spec)
+    model = model.to(device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=LEARNING_RATE, betas=BETAS, weight_decay=WEIGHT_DECAY, fused=True
     )

@@ -161,7 +161,10 @@ def read_model(path, flags=None, *, step=None):
         model = _load_flax_arrays(families.build_abstract(stored), contents, path)
         arrays = to_torch_state_dict(model)
     else:
-        arrays = unwrap_state_dict(contents, path)
+        try:
+            arrays = unwrap_state_dict(contents, path)
+        except (TypeError, ValueError) as error:
+            raise UsageError(str(error)) from error
     family, _ = families.detect(arrays, path)
     spec, sources = family.infer(arrays, given, path)
     if model is None or spec != stored:

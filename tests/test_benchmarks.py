@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import pytest
 
 from benchmarks import train_step
-from benchmarks.presets import PRESETS, Preset, forward_flops_per_image, train_flops_per_image
+from benchmarks.presets import PRESETS, Preset, forward_flops_per_image, mae_spec, train_flops_per_image
 
 TEST = PRESETS['test']
 # a made-up peak, so the test does not spend seconds measuring the CPU's matmul throughput
@@ -77,7 +77,9 @@ def test_the_compile_log_catches_a_compilation(caplog):
 
 def test_flops_count_encoder_on_visible_tokens_and_decoder_on_all():
     # 4 patches of 2x2x1 = 4 values, 2 masked: 2 visible tokens through a one-layer encoder of width 2
-    preset = Preset('hand', 1, 4, 2, 2, 1, 1, 2, 4, 2, 1, 1, 2, masking_ratio=0.5, channels=1)
+    decoder = dict(decoder_dim=2, decoder_depth=1, decoder_heads=1, decoder_dim_head=2, masking_ratio=0.5)
+    encoder = dict(patch_size=2, dim=2, depth=1, heads=1, dim_head=2, mlp_dim=4, channels=1)
+    preset = Preset('hand', 1, mae_spec('tiny', 4, decoder, **encoder))
     patch_embedding = 2 * 4 * 4 * 2
     encoder = 2 * 2 * 2 * 3 * 2 + 4 * 2 * 2 * 2 + 2 * 2 * 2 * 2 + 4 * 2 * 2 * 4  # qkv, attention, out, mlp
     decoder = 2 * 4 * 2 * 3 * 2 + 4 * 4 * 4 * 2 + 2 * 4 * 2 * 2 + 4 * 4 * 2 * 8  # on all 4 tokens, mlp 4 * 2

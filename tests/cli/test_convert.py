@@ -1,6 +1,7 @@
 """mae-convert: torch layout <-> Flax checkpoints, hyperparameters inferred or asked for, bad input refused."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -19,9 +20,10 @@ def test_torch_to_flax_to_torch_is_bit_exact(wrapped_checkpoint, tiny_model, tmp
     assert to_flax.returncode == 0, to_flax.stderr
     num_parameters = sum(param.numel() for param in tiny_model.parameters())
     assert f'MAE, {num_parameters:,} parameters' in to_flax.stdout
-    assert 'heads             2           given' in to_flax.stdout
-    assert 'dim_head          16          inferred' in to_flax.stdout
-    assert 'masking_ratio     0.75        assumed' in to_flax.stdout
+    assert re.search(r'^ +heads +2 +given$', to_flax.stdout, re.M)
+    assert re.search(r'^ +dim_head +16 +inferred$', to_flax.stdout, re.M)
+    assert re.search(r'^ +masking_ratio +0.75 +assumed$', to_flax.stdout, re.M)
+    assert re.search(r'^ +pixel_mean +\(0.0, 0.0, 0.0\) +assumed$', to_flax.stdout, re.M)
 
     # back needs no flags: the config JSON written beside the Flax file holds them
     to_torch = run_command('convert', flax_path, torch_path)
@@ -44,11 +46,18 @@ def test_flax_checkpoint_is_keyed_by_flax_parameter_paths(flax_checkpoint, tiny_
     torch_weight = tiny_model.state_dict()['encoder.transformer.layers.0.0.to_qkv.weight'].numpy()
     np.testing.assert_array_equal(arrays['encoder.transformer.layers.0.0.to_qkv.kernel'], torch_weight.T)
     config = json.loads(flax_checkpoint.with_name('mae.safetensors.json').read_text())
-    assert config['model'] == 'MAE'
-    assert config['vit'] | config['mae'] == {
-        'image_size': 32, 'patch_size': 8, 'channels': 3, 'dim': 32, 'depth': 1, 'heads': 2, 'dim_head': 16,
-        'mlp_dim': 64, 'pool': 'cls', 'num_classes': 0, 'decoder_dim': 24, 'decoder_depth': 1, 'decoder_heads': 2,
-        'decoder_dim_head': 16, 'masking_ratio': 0.75, 'norm_pix_loss': False,
+    assert config == {
+        'family': 'vit_pytorch',
+        'encoder': {
+            'image_size': 32, 'patch_size': 8, 'num_classes': 0, 'dim': 32, 'depth': 1, 'heads': 2, 'mlp_dim': 64,
+            'pool': 'cls', 'channels': 3, 'dim_head': 16, 'layer_norm_eps': 1e-5,
+        },
+        'mae': {
+            'decoder_dim': 24, 'masking_ratio': 0.75, 'decoder_depth': 1, 'decoder_heads': 2, 'decoder_dim_head': 16,
+            'norm_pix_loss': False,
+        },
+        'pixel_mean': [0.0, 0.0, 0.0],
+        'pixel_std': [1.0, 1.0, 1.0],
     }  # fmt: skip
 
 
@@ -56,7 +65,11 @@ def test_vit_pytorch_checkpoint_converts(vit_pytorch_checkpoint, tmp_path):
     out = tmp_path / 'mae.safetensors'
     assert convert.main([str(vit_pytorch_checkpoint), str(out), '--heads', '2', '--decoder_dim_head', '8']) == 0
     config = json.loads((tmp_path / 'mae.safetensors.json').read_text())
-    assert (config['vit']['pool'], config['vit']['num_classes'], config['mae']['decoder_heads']) == ('mean', 10, 4)
+    assert (config['encoder']['pool'], config['encoder']['num_classes'], config['mae']['decoder_heads']) == (
+        'mean',
+        10,
+        4,
+    )
     torch_weight = torch.load(vit_pytorch_checkpoint, weights_only=True)['to_pixels.weight'].numpy()
     np.testing.assert_array_equal(safetensors.numpy.load_file(out)['to_pixels.kernel'], torch_weight.T)
 
@@ -64,8 +77,8 @@ def test_vit_pytorch_checkpoint_converts(vit_pytorch_checkpoint, tmp_path):
 def test_vit_only_checkpoint_converts_without_flags(vit_checkpoint, tmp_path):
     assert convert.main([str(vit_checkpoint), str(tmp_path / 'vit_flax.safetensors')]) == 0
     config = json.loads((tmp_path / 'vit_flax.safetensors.json').read_text())
-    assert config['model'] == 'ViT' and 'mae' not in config
-    assert (config['vit']['heads'], config['vit']['dim_head'], config['vit']['num_classes']) == (1, 32, 10)
+    assert config['mae'] is None
+    assert (config['encoder']['heads'], config['encoder']['dim_head'], config['encoder']['num_classes']) == (1, 32, 10)
     assert 'mlp_head.kernel' in safetensors.numpy.load_file(tmp_path / 'vit_flax.safetensors')
 
 
@@ -101,7 +114,7 @@ def _no_tensors(path):
 @pytest.mark.parametrize(
     ('make_input', 'flags', 'message'),
     [
-        (_timm_checkpoint, (), 'a different architecture'),
+        (_timm_checkpoint, (), 'a timm / facebookresearch-mae ViT'),
         (_pickled_module, (), 'save model.state_dict() instead'),
         (_no_tensors, (), 'no tensors'),
         (None, ('--image_size', '64'), 'check --image_size'),

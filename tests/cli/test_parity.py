@@ -8,7 +8,7 @@ import pytest
 from mae_flax.cli import parity
 from tests.cli.conftest import TINY_FLAGS, run_command
 
-STAGES = ['masking', 'patch embedding', 'encoder', 'decoder input', 'decoder', 'predictions', 'loss']
+STAGES = ['masking', 'patch_embedding', 'encoded_tokens', 'decoder_input', 'decoded_tokens', 'predictions', 'loss']
 
 
 def test_vit_pytorch_checkpoint_passes_with_gradients_as_json(vit_pytorch_checkpoint):

@@ -24,7 +24,7 @@ for data, fsdp in ((8, 1), (4, 2)):
     trainer.train(config, out / f'{data}x{fsdp}')
     results[f'{data}x{fsdp}'] = losses(out / f'{data}x{fsdp}')
 
-tx, _ = optim.make_optimizer(config.optim, config.batch_size, config.total_steps)
+tx, _ = optim.make_optimizer(config)
 abstract_state = jax.eval_shape(functools.partial(trainer.init_state, config, tx))
 shardings = sharding.state_shardings(abstract_state, sharding.make_mesh(4, 2))
 sizes = [

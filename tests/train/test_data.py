@@ -84,8 +84,10 @@ def test_weight_decay_only_on_linear_kernels():
     import jax
     from flax import nnx
 
+    from mae_flax import families
+
     model = nnx.eval_shape(lambda: trainer.build_model(mae.get_config('smoke'), nnx.Rngs(0)))
-    mask = optim.weight_decay_mask(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    mask = optim.weight_decay_mask(nnx.to_pure_dict(nnx.state(model, nnx.Param)), families.of(model).decays)
     flat = {jax.tree_util.keystr(path): decays for path, decays in jax.tree_util.tree_leaves_with_path(mask)}
     no_decay = {key for key, decays in flat.items() if not decays}
     assert all(key.endswith("['kernel']") for key, decays in flat.items() if decays)

@@ -7,7 +7,7 @@ import signal
 import pytest
 
 from mae_flax.configs import mae
-from mae_flax.train import export, trainer
+from mae_flax.train import trainer
 from tests.train.conftest import REPO, SMOKE, losses, train
 
 SIGNAL_AT = str(REPO / 'tests/train/signal_at.py')
@@ -44,7 +44,7 @@ def test_half_written_checkpoint_is_never_restored(smoke_run, tmp_path):
     partial = workdir / 'checkpoints' / '16.orbax-checkpoint-tmp-1234'
     shutil.copytree(workdir / 'checkpoints' / '12', partial)
     shutil.rmtree(partial / 'data')
-    _, step, _ = export.load_checkpoint(workdir)
+    _, step, _ = trainer.restore_model(workdir)
     assert step == 12
 
 

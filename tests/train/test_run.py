@@ -6,6 +6,7 @@ import math
 import numpy as np
 from PIL import Image
 
+from mae_core import ModelSpec
 from tests.train.conftest import losses
 
 
@@ -18,7 +19,9 @@ def test_run_writes_checkpoints_metrics_and_pictures(smoke_run):
     records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
     assert {'loss', 'lr', 'grad_norm', 'images_per_sec'} <= set(records[-1])
     assert list((workdir / 'tensorboard').glob('events.out.tfevents.*'))
-    assert json.loads((workdir / 'config.json').read_text())['model']['image_size'] == 16
+    # the run's model description, in the one form every tool reads and writes
+    model = json.loads((workdir / 'config.json').read_text())['model']
+    assert model == ModelSpec.from_dict(model).to_dict() and model['encoder']['image_size'] == 16
     assert 'done: step 12 (12 this run), loss' in result.stdout
 
 
