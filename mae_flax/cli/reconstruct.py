@@ -76,9 +76,14 @@ def main(argv=None):
 
     loss, pred, masked_indices = reconstruct(loaded, images, noise, args.backend)
     panels = reconstruction_panels(images, pred, masked_indices, spec.patch_size, norm_pix_loss=spec.norm_pix_loss)
-    save_grid({name: spec.denormalize(panel) for name, panel in panels.items()}, out, scale=args.scale)
+    pixels = {name: spec.denormalize(panel) for name, panel in panels.items()}
+    save_grid(pixels, out, scale=args.scale)
+    # the pasted panel is the original on the visible patches: its squared error is all on the masked ones
+    masked_fraction = masked_indices.shape[1] / noise.shape[1]
+    pixel_mse = float(np.mean((pixels['reconstruction_pasted'] - pixels['original']) ** 2)) / masked_fraction
     print(f'{out}: {len(images)} images, {masked_indices.shape[1]} of {noise.shape[1]} patches masked ', end='')
-    print(f'(masking_ratio {spec.masking_ratio}, seed {args.seed}, {args.backend}); loss {loss:.4f}')
+    print(f'(masking_ratio {spec.masking_ratio}, seed {args.seed}, {args.backend})')
+    print(f"loss {loss:.4f} (the model's, in its standardised pixels); pixel MSE {pixel_mse:.4f} on the masked patches")
     return 0
 
 

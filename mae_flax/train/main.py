@@ -14,12 +14,16 @@ import sys
 from pathlib import Path
 
 import jax
-from absl import app, flags
-from ml_collections import config_flags
 
-import mae_flax.configs
+try:
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    import mae_flax.configs
+    from mae_flax.train import trainer
+except ImportError as missing:  # a model-library install: say what to install, not where it failed
+    raise SystemExit(f'mae-train needs the training extra: pip install "twin-mae[train]" ({missing})') from missing
 from mae_core.errors import UsageError
-from mae_flax.train import trainer
 
 DEFAULT_CONFIG = str(Path(mae_flax.configs.__file__).parent / 'mae.py') + ':tiny'
 

@@ -160,6 +160,8 @@ def train(config, workdir, *, init_from=None):
     the workdir or the data, before anything is created or compiled, and FloatingPointError on a NaN/Inf loss."""
     workdir = local_workdir(workdir)
     spec = config_checks.check(config)
+    if init_from and not Path(init_from).is_file():
+        raise UsageError(f'--init_from {init_from}: no such file')
     config = ml_collections.ConfigDict(config.to_dict() | {'model': spec.to_dict()})  # defaults filled, in order
     process_index, process_count = jax.process_index(), jax.process_count()
     is_main = process_index == 0

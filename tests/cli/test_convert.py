@@ -9,6 +9,7 @@ import safetensors
 import safetensors.numpy
 import torch
 
+from mae_core.errors import UsageError
 from mae_flax.cli import convert
 from tests.cli.conftest import TINY_FLAGS, assert_one_line_error, run_command
 
@@ -146,3 +147,24 @@ def test_bad_input_is_one_line_and_exit_2(make_input, flags, message, wrapped_ch
     assert stderr.splitlines()[-1].startswith('mae-convert: error: ') and stderr.count('error:') == 1, stderr
     assert message in stderr and 'Traceback' not in stderr
     assert not out.exists() and not (tmp_path / 'out.safetensors.json').exists()
+
+
+def test_flags_take_dashes_as_well_as_underscores(wrapped_checkpoint, tmp_path, capsys):
+    assert (
+        convert.main(
+            [str(wrapped_checkpoint), str(tmp_path / 'mae.safetensors'), '--heads', '2', '--decoder-heads', '2']
+        )
+        == 0
+    )
+    assert re.search(r'^ +decoder_heads +2 +given$', capsys.readouterr().out, re.M)
+    with pytest.raises(SystemExit):
+        convert.main(['--help'])
+    help_text = capsys.readouterr().out
+    assert '--decoder_heads' in help_text and '--decoder-heads' not in help_text  # one spelling shown
+
+
+def test_a_workdir_converts_with_its_own_description_and_refuses_flags(tmp_path, capsys):
+    workdir = tmp_path / 'not_a_run'
+    workdir.mkdir()
+    with pytest.raises(UsageError, match='is a folder without config.json'):
+        convert.main([str(workdir), str(tmp_path / 'mae.pt')])

@@ -1,0 +1,75 @@
+"""A mistake in the config or the flags is one line naming the field, found before anything is created or
+compiled; anything else is a bug and keeps its traceback."""
+
+import pytest
+from absl import flags
+
+from mae_core.errors import UsageError
+from mae_flax.configs import mae
+from mae_flax.train import main, trainer
+from tests.train.conftest import SMOKE, train
+
+
+@pytest.mark.parametrize(
+    ('field', 'value', 'message'),
+    [
+        ('model.encoder.mlp_dim', -1, 'config.model.encoder.mlp_dim must be a positive integer, got -1'),
+        ('model.mae.masking_ratio', 1.5, 'config.model.mae.masking_ratio must be a number strictly between 0 and 1'),
+        ('model.encoder.image_size', 18, r'config.model: .*image_size \(18, 18\) must be divisible by patch_size'),
+        ('total_steps', -3, 'config.total_steps must be a positive integer, got -3'),
+        ('log_every', 0, 'config.log_every must be a positive integer, got 0'),
+        ('checkpoint.every_steps', 0, 'config.checkpoint.every_steps must be a positive integer, got 0'),
+        ('optim.b2', 1.0, r'config.optim.b2 must be a number in \[0, 1\), got 1.0'),
+        ('data.crop_scale', (0.5, 0.2), r'config.data.crop_scale must be \(low, high\) with 0 < low <= high <= 1'),
+        ('dtype', 'float64', "config.dtype must be one of 'float32', 'bfloat16', 'float16', got 'float64'"),
+        ('batch_size', 10, 'config.batch_size 10 must be divisible by grad_accum_steps'),
+    ],
+)
+def test_a_bad_field_is_named_and_nothing_is_created(tmp_path, field, value, message):
+    config = mae.get_config('smoke')
+    *parents, name = field.split('.')
+    node = config
+    for parent in parents:
+        node = node[parent]
+    node[name] = value
+    config.grad_accum_steps = 4 if field == 'batch_size' else 1
+    with pytest.raises(UsageError, match=message):
+        trainer.train(config, tmp_path / 'run')
+    assert not (tmp_path / 'run').exists()
+
+
+def test_remote_workdirs_are_refused_until_supported():
+    with pytest.raises(UsageError, match='gs://bucket/run: remote paths are not supported yet'):
+        trainer.train(mae.get_config('smoke'), 'gs://bucket/run')
+
+
+def test_a_workdir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / 'run').write_text('not a folder')
+    with pytest.raises(UsageError, match='is a file, not a folder'):
+        trainer.train(mae.get_config('smoke'), tmp_path / 'run')
+
+
+def test_the_command_says_one_line_and_takes_dashed_flags(tmp_path):
+    # --init-from as people type it: absl alone would not know it
+    result = train([SMOKE, f'--workdir={tmp_path / "run"}', '--init-from=missing.pt'], check=False)
+    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == 'mae-train: --init_from missing.pt: no such file'
+    result = train([SMOKE, f'--workdir={tmp_path / "run"}', '--config.model.encoder.mlp_dim=-1'], check=False)
+    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        'mae-train: config.model.encoder.mlp_dim must be a positive integer, got -1'
+    )
+    assert not (tmp_path / 'run').exists()
+
+
+def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError('an internal shape mismatch')
+
+    monkeypatch.setattr(trainer, 'train', broken)
+    flags.FLAGS(['mae-train', f'--workdir={tmp_path}'])
+    try:
+        with pytest.raises(ValueError, match='an internal shape mismatch'):  # not turned into SystemExit
+            main.main(['mae-train'])
+    finally:
+        flags.FLAGS.unparse_flags()
