@@ -42,13 +42,16 @@ MAE_DEFAULTS = {
 }
 
 
+LAYOUTS = ('vit_pytorch',)  # one: vit-pytorch's own state_dict
+
+
 def detect(keys):
-    """'MAE' or 'ViT' if `keys` are a vit-pytorch / mae_torch state dict's, else None."""
+    """(kind, layout): kind 'MAE' or 'ViT' if `keys` are a vit-pytorch / mae_torch state dict's, else None."""
     keys = set(keys)
     if {'mask_token', 'encoder.pos_embedding', 'encoder.to_patch_embedding.2.weight'} <= keys:
-        return 'MAE'
+        return 'MAE', 'vit_pytorch'
     if {'pos_embedding', 'to_patch_embedding.2.weight'} <= keys and 'mask_token' not in keys:
-        return 'ViT'
+        return 'ViT', 'vit_pytorch'
     return None
 
 

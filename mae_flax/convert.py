@@ -8,6 +8,7 @@ embedding) must hold the same values, and are all written back. torch is only im
 `.pt`/`.pth` files.
 """
 
+import warnings
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -21,9 +22,11 @@ WRAPPER_KEYS = ('state_dict', 'model_state_dict', 'model', 'module')  # where tr
 STRIPPED_PREFIXES = ('module.', '_orig_mod.')  # DDP / DataParallel, and torch.compile
 
 
-def torch_table(model):
-    """[Row(torch key, Flax nnx.Param, to_flax, to_torch)] in torch's state_dict order, from the model's family."""
-    return families.of(model).table(model)
+def torch_table(model, layout=None, encoder_only=False):
+    """[Row] of the model's family, in torch's state_dict order: for `layout` (default: the family's own) and for the
+    whole model or, with `encoder_only`, the keys of its encoder alone."""
+    family = families.of(model)
+    return family.table(model, layout or family.layouts[0], encoder_only)
 
 
 def _to_numpy(value):
@@ -36,52 +39,74 @@ def _to_numpy(value):
     return np.asarray(value)
 
 
-def _torch_shape(row):
-    """The torch-layout shape of a row's parameter, for error messages (a view: nothing is allocated)."""
-    return row.to_torch(np.broadcast_to(np.zeros((), np.float32), row.param.shape)).shape
+def _torch_shapes(row):
+    """The torch-layout shapes of a row's keys, for error messages (views: nothing is allocated)."""
+    shapes = [value.shape for value in row.to_torch(np.broadcast_to(np.zeros((), np.float32), row.param.shape))]
+    return shapes[0] if len(shapes) == 1 else tuple(shapes)
 
 
 def load_torch_state_dict(model, state_dict):
-    """Loads a torch state dict (torch tensors or numpy arrays) in the layout of the model's family into `model`;
-    returns it.
+    """Loads a torch state dict (torch tensors or numpy arrays) of the model's family, in any layout the family
+    knows (detected from the keys), into `model`; returns it. An encoder's state dict loads into an MAE's encoder,
+    the decoder keeping its weights (said in a warning).
 
     Nothing is written unless every key is present, expected and of the right shape: otherwise one ValueError
     lists every problem.
     """
     family = families.of(model)
-    table = family.table(model)
     arrays = {key: _to_numpy(value) for key, value in state_dict.items()}
+    detected = family.detect(arrays)
+    kind, layout = detected if detected is not None else (None, family.layouts[0])
+    encoder_only = kind == 'ViT' and family.is_mae(model)
+    table = family.table(model, layout, encoder_only)
     family.upgrade(arrays, model)
 
-    expected_keys = {row.torch_key for row in table}
-    problems = [f'missing key {row.torch_key!r}' for row in table if row.torch_key not in arrays]
+    expected_keys = {key for row in table for key in row.keys}
+    problems = [f'missing key {key!r}' for row in table for key in row.keys if key not in arrays]
     problems += [f'unexpected key {key!r}' for key in arrays if key not in expected_keys]
     values = {}  # id(param) -> (key, array in Flax layout)
     for row in table:
-        if row.torch_key not in arrays:
+        if any(key not in arrays for key in row.keys):
             continue
-        value = row.to_flax(arrays[row.torch_key])
+        name = row.keys[0] if len(row.keys) == 1 else row.keys
+        try:
+            value = row.to_flax(*(arrays[key] for key in row.keys))
+        except ValueError as error:  # arrays that cannot be combined, or a constant that is not the model's
+            problems.append(str(error) if row.param is None else f'{name!r}: {error}')
+            continue
+        if row.param is None:
+            continue
         if value.shape != row.param.shape:
-            problems.append(f'{row.torch_key!r} has shape {arrays[row.torch_key].shape}, expected {_torch_shape(row)}')
-        elif id(row.param) in values and not np.array_equal(values[id(row.param)][1], value, equal_nan=True):
+            shapes = [arrays[key].shape for key in row.keys]
             problems.append(
-                f'{row.torch_key!r} differs from {values[id(row.param)][0]!r}; the model shares these weights'
+                f'{name!r} has shape {shapes[0] if len(shapes) == 1 else tuple(shapes)}, expected {_torch_shapes(row)}'
             )
+        elif id(row.param) in values and not np.array_equal(values[id(row.param)][1], value, equal_nan=True):
+            problems.append(f'{name!r} differs from {values[id(row.param)][0]!r}; the model shares these weights')
         else:
-            values.setdefault(id(row.param), (row.torch_key, value))
+            values.setdefault(id(row.param), (name, value))
     if problems:
         raise ValueError(
             f'state_dict does not fit {type(model).__name__} ({len(problems)} problems):\n  ' + '\n  '.join(problems)
         )
+    if encoder_only:
+        warnings.warn('loaded the encoder alone (the file has no decoder): the decoder keeps its weights', stacklevel=2)
     for row in table:
-        # a copy: on CPU jnp.asarray can alias the numpy buffer, which may be the torch tensor's own memory
-        row.param.set_value(jnp.asarray(np.array(values[id(row.param)][1], dtype=row.param.dtype, copy=True)))
+        if row.param is not None:
+            # a copy: on CPU jnp.asarray can alias the numpy buffer, which may be the torch tensor's own memory
+            row.param.set_value(jnp.asarray(np.array(values[id(row.param)][1], dtype=row.param.dtype, copy=True)))
     return model
 
 
-def to_torch_state_dict(model):
-    """{torch key: numpy array} with exactly the family's torch keys, shapes and order."""
-    return {row.torch_key: np.array(row.to_torch(np.asarray(row.param[...])), order='C') for row in torch_table(model)}
+def to_torch_state_dict(model, layout=None, encoder_only=False):
+    """{torch key: numpy array} with exactly the family's torch keys, shapes and order in `layout` (default: the
+    family's own: vit-pytorch's, facebookresearch/mae's); `encoder_only` leaves the decoder out."""
+    state_dict = {}
+    for row in torch_table(model, layout, encoder_only):
+        value = None if row.param is None else np.asarray(row.param[...])
+        for key, array in zip(row.keys, row.to_torch(value), strict=True):
+            state_dict[key] = np.array(array, order='C')
+    return state_dict
 
 
 def unwrap_state_dict(contents, name):

@@ -18,17 +18,19 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mae_core.errors import UsageError
-from mae_flax import vit_pytorch
+from mae_flax import official, vit_pytorch
 
 
 @dataclasses.dataclass(frozen=True)
 class Family:
     name: str
+    layouts: tuple  # the torch layouts its table knows; the first is its own
     build: Callable
     build_torch: Callable
     table: Callable
     upgrade: Callable
     detect: Callable
+    is_mae: Callable
     infer: Callable
     decays: Callable
     encoder_of: Callable
@@ -39,14 +41,29 @@ FAMILIES = {
     for family in (
         Family(
             name=vit_pytorch.facts.NAME,
+            layouts=vit_pytorch.facts.LAYOUTS,
             build=vit_pytorch.build,
             build_torch=vit_pytorch.build_torch,
             table=vit_pytorch.table.table,
             upgrade=vit_pytorch.table.upgrade,
             detect=vit_pytorch.facts.detect,
+            is_mae=vit_pytorch.table.is_mae,
             infer=vit_pytorch.infer,
             decays=vit_pytorch.decays,
             encoder_of=vit_pytorch.encoder_of,
+        ),
+        Family(
+            name=official.facts.NAME,
+            layouts=official.facts.LAYOUTS,
+            build=official.build,
+            build_torch=official.build_torch,
+            table=official.table.table,
+            upgrade=official.table.upgrade,
+            detect=official.facts.detect,
+            is_mae=official.table.is_mae,
+            infer=official.infer,
+            decays=official.decays,
+            encoder_of=official.encoder_of,
         ),
     )
 }
@@ -72,15 +89,12 @@ def detect(keys, name):
     """(Family, 'MAE' or 'ViT') of a torch state dict's keys; a UsageError naming `name` if no family knows them."""
     keys = list(keys)
     for family in FAMILIES.values():
-        kind = family.detect(keys)
-        if kind is not None:
-            return family, kind
-    hint = ''
-    if any('patch_embed.proj' in key or key.startswith('blocks.') for key in keys):
-        hint = ' (it looks like a timm / facebookresearch-mae ViT, which this version does not read yet)'
+        detected = family.detect(keys)
+        if detected is not None:
+            return family, detected[0]
     first_keys = ', '.join(map(str, keys[:3]))
     raise UsageError(
-        f'{name} is not a state dict of any known model family ({", ".join(FAMILIES)}){hint}: '
+        f'{name} is not a state dict of any known model family ({", ".join(FAMILIES)}): '
         f'its {len(keys)} tensors begin {first_keys}'
     )
 

@@ -54,3 +54,17 @@ def gelu(x):
 def make_dropout(rate, *, rngs):
     # a stream is only needed when something is dropped
     return nnx.Dropout(rate, rngs=rngs if rate > 0 else None)
+
+
+def xavier_linear(in_features, out_features, *, dtype=None, rngs):
+    """nnx.Linear initialised as facebookresearch/mae's Linears: xavier_uniform weights, zero biases (and its
+    patch projection, a Linear on flattened patches)."""
+    return nnx.Linear(
+        in_features,
+        out_features,
+        dtype=dtype,
+        kernel_init=jax.nn.initializers.xavier_uniform(),
+        bias_init=jax.nn.initializers.zeros,
+        dot_general=dot_general_2d,
+        rngs=rngs,
+    )

@@ -23,3 +23,8 @@ def check_noise(noise, batch, num_patches):
 def random_masking(noise, num_masked, convention=VIT_PYTORCH):
     """noise (b, n) -> (masked_indices (b, num_masked), unmasked_indices (b, n - num_masked))."""
     return convention.split(jnp.argsort(noise, axis=-1), num_masked)  # argsort: (b, n)
+
+
+def gather_tokens(tokens, indices):
+    """tokens (b, n, d), indices (b, k) -> (b, k, d)."""
+    return jnp.take_along_axis(tokens, indices[..., None], axis=1)

@@ -30,7 +30,7 @@ LOSS_RTOL, WEIGHTS_TOLERANCE = 2e-6, 1e-4
 def _decayed_params(flax_model, torch_model):
     """An optax mask (a pytree of bools like the Flax params): True where torch has a gradient to decay."""
     unused = {key for key, param in torch_model.named_parameters() if param.grad is None}
-    unused_ids = {id(row.param) for row in torch_table(flax_model) if row.torch_key in unused}
+    unused_ids = {id(row.param) for row in torch_table(flax_model) if set(row.keys) & unused}
     return jax.tree.map(
         lambda variable: id(variable) not in unused_ids,
         nnx.state(flax_model, nnx.Param),

@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from pathlib import Path
 
 import jax
@@ -30,6 +31,8 @@ from mae_flax import families
 from mae_flax.convert import load_state_dict_file, load_torch_state_dict, unwrap_state_dict
 from mae_flax.files import atomic_path
 from mae_flax.train import config_checks, data, optim, report, sharding, state_checkpoints
+
+CLASSIFIER_HEADS = ('mlp_head.', 'head.', 'fc_norm.', 'classifier.')  # vit-pytorch, timm, HuggingFace
 
 
 def model_spec(config):
@@ -133,11 +136,16 @@ def init_from_torch(path, params, graphdef, rest, shardings):
     family, kind = families.detect(state_dict, path)
     if family is not families.of(model):
         raise UsageError(f'--init_from {path} is a {family.name} model; this run trains {families.of(model).name}')
-    target = model if kind == 'MAE' else family.encoder_of(model)
-    if kind == 'ViT' and getattr(target, 'mlp_head', None) is None:
-        state_dict = {key: value for key, value in state_dict.items() if not key.startswith('mlp_head.')}
+    if kind == 'ViT':  # a classifier's head, which MAE does not use, is dropped if the run's model has none
+        layout = family.detect(state_dict)[1]
+        expected = {key for row in family.table(model, layout, True) for key in row.keys}
+        state_dict = {
+            key: value for key, value in state_dict.items() if key in expected or not key.startswith(CLASSIFIER_HEADS)
+        }
     try:
-        load_torch_state_dict(target, state_dict)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # the encoder-alone warning: said below, in the log
+            load_torch_state_dict(model, state_dict)
     except ValueError as error:
         raise UsageError(f"--init_from {path} does not fit the run's model: {error}") from error
     logging.info('initialised %s from torch weights %s', 'the MAE' if kind == 'MAE' else 'the encoder', path)

@@ -20,34 +20,7 @@ from mae_core import vit_pytorch
 from mae_core.errors import UsageError
 from mae_core.fields import compact, pair
 from mae_core.spec import ModelSpec
-
-INFERRED, ASSUMED = 'inferred', 'assumed'
-
-
-class _Fields:
-    """The values found so far and where each came from; `given` is {field: (value, source)}."""
-
-    def __init__(self, given):
-        self.given, self.values, self.sources = given, {}, {}
-
-    def read(self, field, value, source=INFERRED):
-        """A value the weights fix; a given one must agree (and is then reported as given)."""
-        if field in self.given:
-            given, given_source = self.given[field]
-            same = compact(given) == compact(value) if field.endswith('_size') else given == value
-            if not same:
-                raise UsageError(
-                    f'{field} = {given} ({given_source}) does not fit the weights, which have {field} = {value}'
-                )
-            source = given_source
-        self.values[field], self.sources[field] = value, source
-        return value
-
-    def choose(self, field, default):
-        """A value the weights do not fix: the given one, or `default`, assumed."""
-        value, source = self.given.get(field, (default, ASSUMED))
-        self.values[field], self.sources[field] = value, source
-        return value
+from mae_flax.shape_inference import INFERRED, Fields
 
 
 def _sizes(fields, patch_dim, num_patches):
@@ -131,13 +104,13 @@ def infer(arrays, given, name):
 
     sources says for each field whether it was inferred, given (and checked against the shapes) or assumed.
     """
-    kind = vit_pytorch.detect(arrays)
+    kind, _ = vit_pytorch.detect(arrays)
     prefix = 'encoder.' if kind == 'MAE' else ''
     if kind == 'ViT':
         decoder_flags = [field for field in vit_pytorch.MAE_FIELDS if field in given]
         if decoder_flags:
             raise UsageError(f'{name} is a ViT without an MAE decoder: {decoder_flags[0]} does not apply')
-    fields = _Fields(given)
+    fields = Fields(given)
 
     pos_embedding, cls_token = arrays[f'{prefix}pos_embedding'], arrays[f'{prefix}cls_token']
     dim = fields.read('dim', pos_embedding.shape[-1])

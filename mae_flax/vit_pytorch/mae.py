@@ -8,7 +8,7 @@ from flax import nnx
 from mae_core.contract import MAEOutput
 from mae_core.vit_pytorch import MASKING
 from mae_flax.layers import torch_linear
-from mae_flax.masking import check_noise, random_masking
+from mae_flax.masking import check_noise, gather_tokens, random_masking
 from mae_flax.patches import check_image, patchify
 from mae_flax.vit_pytorch.vit import Transformer
 
@@ -21,11 +21,6 @@ def reconstruction_loss(pred_pixel_values, masked_patches, norm_pix_loss=False):
         mean, var = target.mean(axis=-1, keepdims=True), target.var(axis=-1, keepdims=True, ddof=1)
         target = (target - mean) / (var + 1e-6) ** 0.5
     return jnp.mean(jnp.square(pred_pixel_values.astype(jnp.float32) - target))
-
-
-def gather_tokens(tokens, indices):
-    """tokens (b, n, d), indices (b, k) -> (b, k, d)."""
-    return jnp.take_along_axis(tokens, indices[..., None], axis=1)
 
 
 class MAE(nnx.Module):

@@ -6,7 +6,7 @@ vit-pytorch's MAE registers the encoder's patch embedding twice (`encoder.to_pat
 """
 
 from mae_core.vit_pytorch import upgrade_legacy
-from mae_flax.rows import Row, layer_norm, linear
+from mae_flax.rows import layer_norm, linear, one
 from mae_flax.vit_pytorch.mae import MAE
 
 
@@ -32,7 +32,7 @@ def _transformer(key, transformer):
 
 
 def _vit(prefix, vit):
-    rows = [Row(f'{prefix}cls_token', vit.cls_token), Row(f'{prefix}pos_embedding', vit.pos_embedding)]
+    rows = [one(f'{prefix}cls_token', vit.cls_token), one(f'{prefix}pos_embedding', vit.pos_embedding)]
     rows += _patch_embedding(f'{prefix}to_patch_embedding', vit.to_patch_embedding, first_index=1)
     rows += _transformer(f'{prefix}transformer', vit.transformer)
     if vit.mlp_head is not None:
@@ -40,24 +40,28 @@ def _vit(prefix, vit):
     return rows
 
 
-def table(model):
-    """[Row] for a mae_flax ViT or MAE of this family."""
+def table(model, layout='vit_pytorch', encoder_only=False):
+    """[Row] for a mae_flax ViT or MAE of this family; `encoder_only`: an MAE's encoder, keyed as a ViT."""
     if not isinstance(model, MAE):
         return _vit('', model)
-    rows = [Row('mask_token', model.mask_token)]
+    if encoder_only:
+        return _vit('', model.encoder)
+    rows = [one('mask_token', model.mask_token)]
     rows += _vit('encoder.', model.encoder)
     rows += _patch_embedding('patch_to_emb', model.encoder.to_patch_embedding, first_index=0)
     if model.enc_to_dec is not None:
         rows += linear('enc_to_dec', model.enc_to_dec)
     rows += _transformer('decoder', model.decoder)
-    rows += [Row('decoder_pos_emb.weight', model.decoder_pos_emb)]
+    rows += [one('decoder_pos_emb.weight', model.decoder_pos_emb)]
     rows += linear('to_pixels', model.to_pixels)
     return rows
 
 
+def is_mae(model):
+    return isinstance(model, MAE)
+
+
 def upgrade(arrays, model):
     """Legacy (pre-2-D) vit-pytorch checkpoints, rewritten in place as today's layout before loading."""
-    if isinstance(model, MAE):
-        upgrade_legacy(arrays, 'encoder.', model.encoder.pool)
-    else:
-        upgrade_legacy(arrays, '', model.pool)
+    vit = model.encoder if isinstance(model, MAE) else model
+    upgrade_legacy(arrays, 'encoder.' if 'encoder.pos_embedding' in arrays else '', vit.pool)

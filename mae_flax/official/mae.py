@@ -1,0 +1,232 @@
+"""facebookresearch/mae's MaskedAutoencoderViT in Flax NNX: the same function as mae_torch's (and upstream's),
+images (N, H, W, C).
+
+The patch projection, a p x p convolution with stride p upstream, is the same function as a Linear on the
+(p, q, c)-flattened patches, which is what runs here (one matmul). The fixed sin-cos position embeddings are
+numpy constants (mae_core.official), not parameters: outside the optimizer and weight decay, as upstream's
+requires_grad=False. Numerics as torch: exact GELU, LayerNorm eps `layer_norm_eps` with the two-pass variance.
+"""
+
+import jax
+import jax.numpy as jnp
+from einops import rearrange
+from flax import nnx
+
+from mae_core.contract import MAEOutput
+from mae_core.fields import pair
+from mae_core.official import FACTORIES, MASKING, sincos_pos_embed
+from mae_flax.layers import gelu, torch_layer_norm, xavier_linear
+from mae_flax.masking import check_noise, gather_tokens, random_masking
+from mae_flax.patches import check_image, patchify, unpatchify
+
+
+class PatchEmbed(nnx.Module):
+    def __init__(self, img_size, patch_size, in_chans, embed_dim, *, dtype=None, rngs):
+        self.img_size, self.patch_size = pair(img_size), pair(patch_size)
+        self.grid_size = (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.proj = xavier_linear(self.patch_size[0] * self.patch_size[1] * in_chans, embed_dim, dtype=dtype, rngs=rngs)
+
+    def __call__(self, patches):
+        return self.proj(patches)  # (N, L, p*q*C) -> (N, L, D)
+
+
+class Attention(nnx.Module):
+    def __init__(self, dim, num_heads, *, dtype=None, rngs):
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.qkv = xavier_linear(dim, dim * 3, dtype=dtype, rngs=rngs)
+        self.proj = xavier_linear(dim, dim, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x):
+        q, k, v = rearrange(self.qkv(x), 'b n (three h d) -> three b n h d', three=3, h=self.num_heads)
+        out = jax.nn.dot_product_attention(q, k, v, scale=self.scale)  # (b, n, h, d); cuDNN where available
+        return self.proj(rearrange(out, 'b n h d -> b n (h d)'))
+
+
+class Mlp(nnx.Module):
+    def __init__(self, dim, hidden_dim, *, dtype=None, rngs):
+        self.fc1 = xavier_linear(dim, hidden_dim, dtype=dtype, rngs=rngs)
+        self.fc2 = xavier_linear(hidden_dim, dim, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x):
+        return self.fc2(gelu(self.fc1(x)))
+
+
+class Block(nnx.Module):
+    def __init__(self, dim, num_heads, mlp_ratio, eps, *, dtype=None, rngs):
+        self.norm1 = torch_layer_norm(dim, eps=eps, dtype=dtype, rngs=rngs)
+        self.attn = Attention(dim, num_heads, dtype=dtype, rngs=rngs)
+        self.norm2 = torch_layer_norm(dim, eps=eps, dtype=dtype, rngs=rngs)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), dtype=dtype, rngs=rngs)
+
+    def __call__(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+def forward_loss(target, pred, mask, norm_pix_loss):
+    """Mean over the removed patches of the per-patch MSE, in float32; norm_pix_loss standardises each target
+    patch (unbiased variance, + 1e-6) first."""
+    target, pred = target.astype(jnp.float32), pred.astype(jnp.float32)
+    if norm_pix_loss:
+        mean, var = target.mean(axis=-1, keepdims=True), target.var(axis=-1, keepdims=True, ddof=1)
+        target = (target - mean) / (var + 1.0e-6) ** 0.5
+    loss = jnp.square(pred - target).mean(axis=-1)  # (N, L), mean loss per patch
+    return (loss * mask).sum() / mask.sum()
+
+
+class MaskedAutoencoderViT(nnx.Module):
+    family = 'official'
+
+    def __init__(
+        self,
+        img_size=224,
+        patch_size=16,
+        in_chans=3,
+        embed_dim=1024,
+        depth=24,
+        num_heads=16,
+        decoder_embed_dim=512,
+        decoder_depth=8,
+        decoder_num_heads=16,
+        mlp_ratio=4.0,
+        norm_pix_loss=False,
+        *,
+        layer_norm_eps=1e-6,
+        decoder_mlp_ratio=None,
+        mask_ratio=0.75,
+        dtype=None,
+        rngs,
+    ):
+        image, patch = pair(img_size), pair(patch_size)
+        if image[0] % patch[0] or image[1] % patch[1]:
+            raise ValueError(f'img_size {image} must be divisible by patch_size {patch}')
+        for name, width, heads in (('', embed_dim, num_heads), ('decoder_', decoder_embed_dim, decoder_num_heads)):
+            if width % heads:
+                raise ValueError(f'{name}embed_dim {width} must be divisible by {name}num_heads {heads}')
+        self.in_chans, self.norm_pix_loss, self.mask_ratio, self.dtype = in_chans, norm_pix_loss, mask_ratio, dtype
+        self.embed_dim, self.decoder_embed_dim = embed_dim, decoder_embed_dim
+        decoder_mlp_ratio = mlp_ratio if decoder_mlp_ratio is None else decoder_mlp_ratio
+        normal = jax.nn.initializers.normal(0.02)
+
+        # encoder
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, dtype=dtype, rngs=rngs)
+        self.num_patches = self.patch_embed.num_patches
+        self.num_masked = MASKING.check(mask_ratio, self.num_patches)
+        self.cls_token = nnx.Param(normal(rngs.params(), (1, 1, embed_dim)))
+        self.blocks = nnx.List(
+            Block(embed_dim, num_heads, mlp_ratio, layer_norm_eps, dtype=dtype, rngs=rngs) for _ in range(depth)
+        )
+        self.norm = torch_layer_norm(embed_dim, eps=layer_norm_eps, dtype=dtype, rngs=rngs)
+
+        # decoder
+        self.decoder_embed = xavier_linear(embed_dim, decoder_embed_dim, dtype=dtype, rngs=rngs)
+        self.mask_token = nnx.Param(normal(rngs.params(), (1, 1, decoder_embed_dim)))
+        self.decoder_blocks = nnx.List(
+            Block(decoder_embed_dim, decoder_num_heads, decoder_mlp_ratio, layer_norm_eps, dtype=dtype, rngs=rngs)
+            for _ in range(decoder_depth)
+        )
+        self.decoder_norm = torch_layer_norm(decoder_embed_dim, eps=layer_norm_eps, dtype=dtype, rngs=rngs)
+        self.decoder_pred = xavier_linear(decoder_embed_dim, patch[0] * patch[1] * in_chans, dtype=dtype, rngs=rngs)
+        # the masking noise when none is passed: the 'noise' stream, or 'default'
+        self.noise_rng = rngs.noise.fork()
+
+    @property
+    def pos_embed(self):
+        """(1, 1 + L, D) float32: the fixed sin-cos table, a constant of the compiled program."""
+        return sincos_pos_embed(self.embed_dim, self.patch_embed.grid_size)
+
+    @property
+    def decoder_pos_embed(self):
+        return sincos_pos_embed(self.decoder_embed_dim, self.patch_embed.grid_size)
+
+    def patchify(self, imgs):
+        return patchify(imgs, self.patch_embed.patch_size)
+
+    def unpatchify(self, x):
+        return unpatchify(x, self.patch_embed.img_size, self.patch_embed.patch_size, self.in_chans)
+
+    def __call__(self, imgs, *, mask_ratio=None, noise=None, return_outputs=False):
+        """(loss, pred (N, L, p*q*C) for every patch, mask (N, L) with 1 = removed), as upstream; MAEOutput with
+        return_outputs=True. `mask_ratio` (a Python float) defaults to the model's."""
+        check_image(imgs, channels=self.in_chans, image_size=self.patch_embed.img_size)
+        mask_ratio = self.mask_ratio if mask_ratio is None else mask_ratio
+        num_masked = self.num_masked if mask_ratio == self.mask_ratio else MASKING.check(mask_ratio, self.num_patches)
+        batch, num_patches = imgs.shape[0], self.num_patches
+        dtype = self.dtype or imgs.dtype
+
+        # embed patches, add positions (the cls row is the cls token's)
+        target = self.patchify(imgs)  # (N, L, p*q*C)
+        tokens = self.patch_embed(target)  # (N, L, D)
+        patch_embedding = tokens
+        pos_embed = jnp.asarray(self.pos_embed, dtype)
+        tokens = tokens + pos_embed[:, 1:, :]
+
+        # the smallest noise is kept
+        if noise is None:
+            noise = jax.random.uniform(self.noise_rng(), (batch, num_patches))
+        check_noise(noise, batch, num_patches)
+        masked_indices, kept_indices = random_masking(noise, num_masked, MASKING)  # (N, L - keep), (N, keep)
+        tokens = gather_tokens(tokens, kept_indices)  # (N, keep, D)
+        cls_tokens = jnp.broadcast_to(
+            self.cls_token[...].astype(dtype) + pos_embed[:, :1, :], (batch, 1, self.embed_dim)
+        )
+        tokens = jnp.concatenate((cls_tokens, tokens), axis=1)  # (N, 1 + keep, D)
+        for block in self.blocks:
+            tokens = block(tokens)
+        encoded_tokens = self.norm(tokens)
+
+        # decoder: mask tokens appended, unshuffled to patch order by a gather, positions added
+        decoder_tokens = self.decoder_embed(encoded_tokens)  # (N, 1 + keep, Dd)
+        mask_tokens = jnp.broadcast_to(
+            self.mask_token[...].astype(decoder_tokens.dtype), (batch, num_masked, self.decoder_embed_dim)
+        )
+        shuffled = jnp.concatenate((decoder_tokens[:, 1:], mask_tokens), axis=1)  # (N, L, Dd) in noise order
+        restore_indices = jnp.argsort(jnp.concatenate((kept_indices, masked_indices), axis=1), axis=-1)  # (N, L)
+        decoder_input = jnp.concatenate((decoder_tokens[:, :1], gather_tokens(shuffled, restore_indices)), axis=1)
+        decoder_input = decoder_input + jnp.asarray(self.decoder_pos_embed, decoder_input.dtype)  # (N, 1 + L, Dd)
+        tokens = decoder_input
+        for block in self.decoder_blocks:
+            tokens = block(tokens)
+        decoded_tokens = self.decoder_norm(tokens)
+        pred = self.decoder_pred(decoded_tokens)[:, 1:, :]  # (N, L, p*q*C), the cls token removed
+
+        mask = jnp.ones((batch, num_patches), jnp.float32).at[jnp.arange(batch)[:, None], kept_indices].set(0)
+        loss = forward_loss(target, pred, mask, self.norm_pix_loss)
+        if not return_outputs:
+            return loss, pred, mask
+        intermediates = dict(
+            patches=target,
+            patch_embedding=patch_embedding,
+            encoded_tokens=encoded_tokens,
+            decoder_input=decoder_input,
+            decoded_tokens=decoded_tokens,
+        )
+        masked_patches, pred_pixel_values = gather_tokens(target, masked_indices), gather_tokens(pred, masked_indices)
+        return MAEOutput(loss, pred_pixel_values, masked_patches, masked_indices, kept_indices, intermediates)
+
+
+def _factory(name):
+    def build(*, rngs, **kwargs):
+        return MaskedAutoencoderViT(
+            **FACTORIES[name],
+            decoder_embed_dim=512,
+            decoder_depth=8,
+            decoder_num_heads=16,
+            mlp_ratio=4,
+            layer_norm_eps=1e-6,
+            rngs=rngs,
+            **kwargs,
+        )
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = (
+        f"facebookresearch/mae's {name}: {FACTORIES[name]}, the 8-block 512-wide decoder, LayerNorm eps 1e-6."
+    )
+    return build
+
+
+mae_vit_base_patch16 = _factory('mae_vit_base_patch16')
+mae_vit_large_patch16 = _factory('mae_vit_large_patch16')
+mae_vit_huge_patch14 = _factory('mae_vit_huge_patch14')
