@@ -1,12 +1,16 @@
 """The model contract: what every family's MAE does, in either backend, so that the trainer, the commands and
 the parity suite never ask which family they hold.
 
-    model(img, *, noise=None, return_outputs=False) -> loss, or MAEOutput with return_outputs=True
-    model.num_patches                                 -> patches per image, the width of `noise`
-    model.num_masked                                  -> how many of them are masked
+    model(img, *, noise=None, return_outputs=True) -> MAEOutput
+    model(img, *, noise=None)                        -> what the family's upstream returns (vit-pytorch: the loss;
+                                                        facebookresearch/mae: (loss, pred, mask))
+    model.num_patches                                -> patches per image, the width of `noise`
+    model.num_masked                                 -> how many of them are masked
 
 `img` is a batch of normalised images ((b, c, h, w) in torch, (b, h, w, c) in Flax); `noise` (b, num_patches)
 replaces the backend's random draw, and the family's masking convention (mae_core.masking) turns it into a mask.
+Code that must not ask which family it holds (the trainer, the commands, the parity suite) passes
+return_outputs=True and reads MAEOutput's fields.
 """
 
 from typing import Any, NamedTuple

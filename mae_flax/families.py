@@ -6,7 +6,7 @@ A family brings, for a mae_core.ModelSpec of its own:
 - table(model) / upgrade(arrays, model): its converter rows, and the rewrite of legacy checkpoints;
 - detect(keys) / infer(arrays, given, name): whether a state dict is its own ('MAE' / 'ViT'), and the spec
   the tensor shapes give (what they do not fix comes from `given`, or is assumed and said so);
-- decays(path): the weight-decay rule of its recipe; encoder_of(model): an MAE's encoder.
+- decays(path): the weight-decay rule of its recipe; encoder_spec(spec): what describes its encoder's files.
 Every model class carries `family` (its name), so a model finds its family without isinstance chains.
 """
 
@@ -33,7 +33,7 @@ class Family:
     is_mae: Callable
     infer: Callable
     decays: Callable
-    encoder_of: Callable
+    encoder_spec: Callable  # the description written beside an encoder's file
 
 
 FAMILIES = {
@@ -50,7 +50,7 @@ FAMILIES = {
             is_mae=vit_pytorch.table.is_mae,
             infer=vit_pytorch.infer,
             decays=vit_pytorch.decays,
-            encoder_of=vit_pytorch.encoder_of,
+            encoder_spec=vit_pytorch.encoder_spec,
         ),
         Family(
             name=official.facts.NAME,
@@ -63,7 +63,7 @@ FAMILIES = {
             is_mae=official.table.is_mae,
             infer=official.infer,
             decays=official.decays,
-            encoder_of=official.encoder_of,
+            encoder_spec=official.encoder_spec,
         ),
     )
 }

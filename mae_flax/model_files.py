@@ -5,7 +5,9 @@ Reads, recognising each by what it is:
   `{'model': ...}` / `{'state_dict': ...}`, with DDP `module.` / torch.compile `_orig_mod.` prefixes;
 - a Flax checkpoint: one `.safetensors` file keyed by mae_flax parameter paths
   (`encoder.transformer.layers.0.0.to_qkv.kernel`, Flax layout), with `format: mae_flax` in its metadata;
-- a `mae-train` workdir: its latest checkpoint, or a given step.
+- a `mae-train` workdir: its latest checkpoint, or a given step;
+- a HuggingFace ViTMAE folder (`config.json` + `model.safetensors` or `pytorch_model.bin`), which says every
+  hyperparameter, and writes one that `ViTMAEForPreTraining.from_pretrained` loads.
 
 Every file written gets its ModelSpec beside it, `NAME.json` for `NAME` (suffix included: `mae.pt.json`). When
 reading, the spec comes from that JSON (or the workdir's config.json), then the flags, then the tensor shapes.
@@ -16,7 +18,11 @@ read without torch, orbax or pickle (a downloaded file cannot run code), lazily,
 """
 
 import dataclasses
+import json
+import os
 import pickle
+import shutil
+import tempfile
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -36,6 +42,7 @@ from mae_flax.convert import (
     unwrap_state_dict,
 )
 from mae_flax.files import atomic_path
+from mae_flax.official import hf
 
 FLAX_FORMAT = 'mae_flax'
 SUFFIXES = ('.pt', '.pth', '.safetensors')
@@ -131,10 +138,50 @@ def _read_workdir(path, step):
     return LoadedModel(path, 'workdir', spec, sources, model, to_torch_state_dict(model), step)
 
 
+def _hf_config(folder):
+    """The folder's HuggingFace config, if it is one (a `model_type`), else None."""
+    try:
+        config = json.loads((folder / 'config.json').read_text())
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) and 'model_type' in config else None
+
+
+def _read_hf_folder(folder, flags):
+    config = _hf_config(folder)
+    processor_path = folder / 'preprocessor_config.json'
+    processor = json.loads(processor_path.read_text()) if processor_path.is_file() else None
+    given = hf.given_from_config(config, processor, 'config.json')
+    given |= {field: (value, 'given') for field, value in flags.items()}
+    weights = [folder / name for name in ('model.safetensors', 'pytorch_model.bin') if (folder / name).is_file()]
+    if not weights:
+        raise UsageError(f'{folder} has a config.json but no model.safetensors or pytorch_model.bin')
+    contents = safetensors.numpy.load_file(weights[0]) if weights[0].suffix == '.safetensors' else _load_bin(weights[0])
+    arrays = unwrap_state_dict(contents, weights[0])
+    family, _ = families.detect(arrays, weights[0])
+    spec, sources = family.infer(arrays, given, folder)
+    model = families.build_abstract(spec)
+    try:
+        load_torch_state_dict(model, arrays)
+    except ValueError as error:
+        raise UsageError(f'{folder}: {one_line(error)}') from error
+    return LoadedModel(folder, 'hf', spec, sources, model, arrays)
+
+
+def _load_bin(path):
+    try:
+        import torch
+    except ImportError as error:
+        raise UsageError(f'reading {path} needs torch: pip install "twin-mae[torch]"') from error
+    return torch.load(path, map_location='cpu', weights_only=True)
+
+
 def read_model(path, flags=None, *, step=None):
     """A LoadedModel from a torch-layout or Flax file or a mae-train workdir; `flags` is {field: value} from the
     command line, for what neither a JSON beside the file nor the tensor shapes say."""
     path, flags = Path(path), flags or {}
+    if path.is_dir() and _hf_config(path) is not None:
+        return _read_hf_folder(path, flags)
     if path.is_dir():
         if not (path / 'config.json').is_file():
             raise UsageError(
@@ -177,23 +224,54 @@ def read_model(path, flags=None, *, step=None):
 
 
 def write_model(loaded, path, layout, *, encoder_only=False):
-    """Writes the model (or its encoder alone) as a Flax or torch-layout file with its ModelSpec in NAME.json;
-    neither appears unless both do. Returns (path, spec path)."""
-    path = Path(path)
-    model, spec = loaded.model, loaded.spec
+    """Writes the model as a Flax file, a torch-layout file (its family's own layout) or a HuggingFace folder
+    ('hf': config.json, model.safetensors, preprocessor_config.json), with its ModelSpec in NAME.json beside a file;
+    nothing appears unless everything does. `encoder_only` (torch layout) leaves the decoder out. Returns the paths
+    written."""
+    path, spec = Path(path), loaded.spec
+    family = families.get(spec.family)
+    if encoder_only and layout != 'torch':
+        raise UsageError(
+            '--encoder_only writes torch-layout files: use a .pt, .pth or .safetensors OUT with --to torch'
+        )
+    if encoder_only and not family.is_mae(loaded.model):
+        raise UsageError(f'{loaded.path} holds an encoder alone already: drop --encoder_only')
+    if layout == 'hf':
+        return _write_hf_folder(loaded, path)
     if encoder_only:
-        if spec.mae is None:
-            raise UsageError(f'{loaded.path} holds an encoder alone already: drop --encoder_only')
-        model, spec = families.get(spec.family).encoder_of(model), spec.replace(mae=None)
+        spec = family.encoder_spec(spec)
     with atomic_path(spec_path(path)) as spec_tmp:
         spec_tmp.write_text(spec.to_json())
         if layout == 'flax':
-            arrays = {key: np.asarray(param[...]) for key, param in flax_params(model).items()}
+            arrays = {key: np.asarray(param[...]) for key, param in flax_params(loaded.model).items()}
             with atomic_path(path) as tmp:
                 safetensors.numpy.save_file(arrays, tmp, metadata={'format': FLAX_FORMAT})
         else:
-            save_state_dict_file(to_torch_state_dict(model), path)
+            save_state_dict_file(to_torch_state_dict(loaded.model, encoder_only=encoder_only), path)
     return path, spec_path(path)
+
+
+def _write_hf_folder(loaded, folder):
+    if loaded.spec.family != 'official':
+        raise UsageError(
+            f'a HuggingFace ViTMAE folder holds an official-family MAE; {loaded.path} is {loaded.spec.family}'
+        )
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise UsageError(f'{folder} exists: a HuggingFace export is a new folder')
+    config, processor = hf.config_from_spec(loaded.spec)
+    arrays = to_torch_state_dict(loaded.model, layout='hf')
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{folder.name}.', dir=folder.parent))
+    try:
+        (tmp / 'config.json').write_text(json.dumps(config, indent=2) + '\n')
+        (tmp / 'preprocessor_config.json').write_text(json.dumps(processor, indent=2) + '\n')
+        safetensors.numpy.save_file(arrays, tmp / 'model.safetensors', metadata={'format': 'pt'})
+        if folder.exists():
+            folder.rmdir()  # empty, checked above
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return (folder,)
 
 
 def torch_model(loaded):

@@ -13,7 +13,7 @@ import numpy as np
 from flax import nnx
 
 from mae_core.contract import STAGES
-from mae_flax.convert import to_torch_state_dict
+from mae_flax.convert import to_torch_state_dict, torch_table
 
 
 @contextlib.contextmanager
@@ -73,6 +73,7 @@ def torch_outputs(model, images, noise, device='cpu', grads=False):
     gradients = {
         name: np.zeros(tuple(param.shape), np.float32) if param.grad is None else param.grad.cpu().numpy()
         for name, param in model.named_parameters()
+        if param.requires_grad  # not the official family's fixed position embeddings
     }
     gradients['input'] = np.moveaxis(img.grad.cpu().numpy(), 1, -1)
     return out, gradients
@@ -93,7 +94,8 @@ def flax_outputs(model, images, noise, grads=False):
     # a copy of the model holding the gradients in its weights: the converter's table names them as torch does
     grad_holder = nnx.clone(model)
     nnx.update(grad_holder, model_grads)
-    gradients = to_torch_state_dict(grad_holder)
+    constants = {key for row in torch_table(model) if row.param is None for key in row.keys}
+    gradients = {key: value for key, value in to_torch_state_dict(grad_holder).items() if key not in constants}
     gradients['input'] = np.asarray(image_grads)
     return jax.device_get(out), gradients
 

@@ -7,12 +7,26 @@ from flax import nnx
 
 import mae_flax
 import mae_torch
-from mae_core import ModelSpec, vit_pytorch
+from mae_core import ModelSpec, official, vit_pytorch
 from mae_flax.convert import load_torch_state_dict
 
 # a small MAE that runs in milliseconds
 ENCODER = dict(image_size=32, patch_size=8, dim=48, depth=2, heads=3, dim_head=16, mlp_dim=96, pool='cls', channels=3)
 DECODER = dict(decoder_dim=32, decoder_depth=2, decoder_heads=2, decoder_dim_head=16, masking_ratio=0.75)
+
+
+OFFICIAL_ENCODER = dict(img_size=32, patch_size=8, in_chans=3, embed_dim=48, depth=2, num_heads=3, mlp_ratio=2.0)
+OFFICIAL_DECODER = dict(decoder_embed_dim=32, decoder_depth=2, decoder_num_heads=2, decoder_mlp_ratio=4.0)
+
+
+def official_spec(**changes):
+    """A small official-family (facebookresearch/mae) MAE description; `changes` override any of its keywords."""
+    encoder = OFFICIAL_ENCODER | {name: value for name, value in changes.items() if name in official.ENCODER_FIELDS}
+    mae = OFFICIAL_DECODER | {name: value for name, value in changes.items() if name in official.MAE_FIELDS}
+    unknown = set(changes) - set(encoder) - set(mae)
+    if unknown:
+        raise TypeError(f'not a MaskedAutoencoderViT keyword: {sorted(unknown)}')
+    return ModelSpec(official.NAME, encoder, mae)
 
 
 def small_spec(**changes):

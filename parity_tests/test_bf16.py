@@ -18,7 +18,7 @@ from parity_tests.pairs import images, mae_pair, noise, to_jax, to_numpy
 PREDICTIONS, LOSS = 4 * 2**-7, 5e-3
 
 
-@pytest.mark.parametrize('config_name', ['cls', 'mean', 'single_head', 'norm_pix_loss'])
+@pytest.mark.parametrize('config_name', ['cls', 'mean', 'single_head', 'norm_pix_loss', 'official'])
 def test_bfloat16_flax_matches_torch_autocast(config_name, devices):
     config = CONFIGS[config_name]
     torch_device = devices[1]
@@ -44,6 +44,6 @@ def test_bfloat16_gradients_are_float32_and_finite():
     config = CONFIGS['cls']
     _, flax_model = mae_pair(config, dtype=jnp.bfloat16)
     img, masking_noise = to_jax(images('normal', config)), to_jax(noise(config))
-    grads = nnx.grad(lambda model: model(img, noise=masking_noise))(flax_model)
+    grads = nnx.grad(lambda model: model(img, noise=masking_noise, return_outputs=True).loss)(flax_model)
     leaves = [variable[...] for _, variable in nnx.to_flat_state(grads)]
     assert all(leaf.dtype == jnp.float32 and bool(jnp.isfinite(leaf).all()) for leaf in leaves)

@@ -51,7 +51,7 @@ def _run(config_name, device_name):
     torch_losses = []
     for img, masking_noise in batches:
         torch_optimizer.zero_grad()
-        loss = torch_model(img.to(torch_device), noise=masking_noise.to(torch_device))
+        loss = torch_model(img.to(torch_device), noise=masking_noise.to(torch_device), return_outputs=True).loss
         loss.backward()
         torch_optimizer.step()
         torch_losses.append(loss.item())
@@ -69,7 +69,7 @@ def _run(config_name, device_name):
 
     @nnx.jit
     def train_step(model, optimizer, img, masking_noise):
-        loss, grads = nnx.value_and_grad(lambda model: model(img, noise=masking_noise))(model)
+        loss, grads = nnx.value_and_grad(lambda model: model(img, noise=masking_noise, return_outputs=True).loss)(model)
         optimizer.update(model, grads)
         return loss
 
@@ -77,14 +77,14 @@ def _run(config_name, device_name):
     return torch_model.cpu(), flax_model, np.array(torch_losses), np.array(flax_losses)
 
 
-@pytest.mark.parametrize('config_name', ['cls', 'mean'])
+@pytest.mark.parametrize('config_name', ['cls', 'mean', 'official'])
 def test_losses_match_at_every_step(config_name, devices):
     _, _, torch_losses, flax_losses = _run(config_name, devices[0])
     assert torch_losses[-1] < torch_losses[0]  # it trains
     np.testing.assert_allclose(flax_losses, torch_losses, rtol=LOSS_RTOL, atol=0)
 
 
-@pytest.mark.parametrize('config_name', ['cls', 'mean'])
+@pytest.mark.parametrize('config_name', ['cls', 'mean', 'official'])
 def test_final_weights_match(config_name, devices):
     torch_model, flax_model, _, _ = _run(config_name, devices[0])
     flax_weights = to_torch_state_dict(flax_model)

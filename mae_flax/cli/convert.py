@@ -17,7 +17,7 @@ from pathlib import Path
 from mae_core.errors import UsageError
 from mae_flax import families
 from mae_flax.cli.common import add_model_flags, flag, given_flags, make_parser, run_cli
-from mae_flax.model_files import SUFFIXES, flax_params, read_model, spec_path, write_model
+from mae_flax.model_files import SUFFIXES, read_model, spec_path, write_model
 
 PROG = 'mae-convert'
 
@@ -36,8 +36,10 @@ def build_parser(prog=PROG):
     parser.add_argument('output', metavar='OUT', help='.safetensors (Flax or torch layout) or .pt/.pth (torch)')
     parser.add_argument(
         '--to',
-        choices=('flax', 'torch'),
-        help="OUT's layout. Default: torch for a .pt/.pth OUT or a workdir IN, otherwise the other layout than IN's",
+        choices=('flax', 'torch', 'hf'),
+        help="OUT's layout: flax, torch (the family's own: vit-pytorch's or facebookresearch/mae's) or hf (a "
+        'HuggingFace ViTMAE folder, official family). Default: torch for a .pt/.pth OUT or a workdir IN, otherwise '
+        "the other layout than IN's",
     )
     parser.add_argument(*flag('--step'), type=int, help='with a workdir IN: which checkpoint (default: the latest)')
     parser.add_argument(*flag('--encoder_only'), action='store_true', help='write the encoder alone (a ViT)')
@@ -46,6 +48,10 @@ def build_parser(prog=PROG):
 
 
 def output_layout(output, requested, input_layout):
+    if requested == 'hf':
+        if output.suffix in SUFFIXES:
+            raise UsageError(f'a HuggingFace export is a folder (config.json, model.safetensors), got {output}')
+        return 'hf'
     if output.suffix not in SUFFIXES:
         raise UsageError(f'OUT must end in .safetensors (Flax or torch layout), .pt or .pth, got {output}')
     if requested == 'flax' and output.suffix != '.safetensors':
@@ -58,14 +64,15 @@ def output_layout(output, requested, input_layout):
 
 
 def summary(loaded, output, layout, encoder_only):
-    spec, model = loaded.spec, loaded.model
-    if encoder_only:
-        spec, model = spec.replace(mae=None), families.get(spec.family).encoder_of(model)
-    num_parameters = sum(param.size for param in flax_params(model).values())
+    spec = families.get(loaded.spec.family).encoder_spec(loaded.spec) if encoder_only else loaded.spec
     source = f'{loaded.path} (step {loaded.step})' if loaded.layout == 'workdir' else f'{loaded.path}'
+    target = (
+        f'{output} (HuggingFace folder)' if layout == 'hf' else f'{output} ({layout} layout) + {spec_path(output).name}'
+    )
     lines = [
-        f'{source} ({loaded.layout}) -> {output} ({layout} layout) + {spec_path(output).name}',
-        f'{spec.family} {spec.kind}, {num_parameters:,} parameters',
+        f'{source} ({loaded.layout}) -> {target}',
+        f'{spec.family} {spec.kind}, {loaded.num_parameters:,} parameters'
+        + (", the encoder's written" if encoder_only else ''),
         f'  {"field":<18}{"value":<24}source',
     ]
     values = spec.encoder | (spec.mae or {}) | {'pixel_mean': spec.pixel_mean, 'pixel_std': spec.pixel_std}

@@ -30,9 +30,10 @@ def decays(path):
     return getattr(path[-1], 'key', None) not in ('bias', 'scale')
 
 
-def encoder_of(model):
-    """This family keeps one class: an encoder is the MAE's encoder part, its keys written alone."""
-    return model
+def encoder_spec(spec):
+    """This family keeps one class: an encoder's file is read into a MaskedAutoencoderViT whose decoder the
+    description still sizes (freshly initialised)."""
+    return spec
 
 
 __all__ = [
@@ -40,7 +41,7 @@ __all__ = [
     'build',
     'build_torch',
     'decays',
-    'encoder_of',
+    'encoder_spec',
     'facts',
     'infer',
     'mae_vit_base_patch16',

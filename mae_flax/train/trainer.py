@@ -84,7 +84,7 @@ def make_train_step(config, graphdef, rest, tx, schedule, mesh):
     accum = config.grad_accum_steps
 
     def loss_fn(params, images, noise):
-        return nnx.merge(graphdef, params, rest)(images, noise=noise)
+        return nnx.merge(graphdef, params, rest)(images, noise=noise, return_outputs=True).loss
 
     grad_fn = jax.value_and_grad(loss_fn)
 

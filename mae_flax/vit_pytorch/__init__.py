@@ -25,9 +25,9 @@ def decays(path):
     return getattr(path[-1], 'key', None) == 'kernel'
 
 
-def encoder_of(model):
-    """The encoder (a ViT) of an MAE of this family."""
-    return model.encoder
+def encoder_spec(spec):
+    """An encoder's file is a ViT's: no MAE keywords."""
+    return spec.replace(mae=None)
 
 
 __all__ = [
@@ -36,7 +36,7 @@ __all__ = [
     'build',
     'build_torch',
     'decays',
-    'encoder_of',
+    'encoder_spec',
     'facts',
     'infer',
     'reconstruction_loss',

@@ -98,10 +98,8 @@ def test_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path):
     assert not (tmp_path / 'out.safetensors').exists()
 
 
-def _timm_checkpoint(path):
-    torch.save(
-        {'patch_embed.proj.weight': torch.zeros(8, 3, 4, 4), 'blocks.0.attn.qkv.weight': torch.zeros(24, 8)}, path
-    )
+def _resnet_checkpoint(path):
+    torch.save({'conv1.weight': torch.zeros(8, 3, 7, 7), 'fc.weight': torch.zeros(10, 8)}, path)
 
 
 def _pickled_module(path):
@@ -115,7 +113,7 @@ def _no_tensors(path):
 @pytest.mark.parametrize(
     ('make_input', 'flags', 'message'),
     [
-        (_timm_checkpoint, (), 'a timm / facebookresearch-mae ViT'),
+        (_resnet_checkpoint, (), 'not a state dict of any known model family'),
         (_pickled_module, (), 'save model.state_dict() instead'),
         (_no_tensors, (), 'no tensors'),
         (None, ('--image_size', '64'), 'check --image_size'),
