@@ -32,6 +32,7 @@ import safetensors.numpy
 from flax import nnx
 
 from mae_core.errors import UsageError
+from mae_core.spec import FAMILIES as FAMILY_FACTS
 from mae_core.spec import ModelSpec
 from mae_flax import families
 from mae_flax.convert import (
@@ -138,6 +139,16 @@ def _read_workdir(path, step):
     return LoadedModel(path, 'workdir', spec, sources, model, to_torch_state_dict(model), step)
 
 
+def _check_flags_apply(flags, family_name, path):
+    facts = FAMILY_FACTS[family_name]
+    fields = {*facts.ENCODER_FIELDS, *facts.MAE_FIELDS, 'pixel_mean', 'pixel_std'}
+    foreign = [flag for flag in flags if flag not in fields]
+    if foreign:
+        raise UsageError(
+            f'{path} is a {family_name}-family model: --{foreign[0]} does not apply to it (its fields: {", ".join(sorted(fields))})'
+        )
+
+
 def _hf_config(folder):
     """The folder's HuggingFace config, if it is one (a `model_type`), else None."""
     try:
@@ -153,6 +164,7 @@ def _read_hf_folder(folder, flags):
     processor = json.loads(processor_path.read_text()) if processor_path.is_file() else None
     given = hf.given_from_config(config, processor, 'config.json')
     given |= {field: (value, 'given') for field, value in flags.items()}
+    _check_flags_apply(flags, 'official', folder)
     weights = [folder / name for name in ('model.safetensors', 'pytorch_model.bin') if (folder / name).is_file()]
     if not weights:
         raise UsageError(f'{folder} has a config.json but no model.safetensors or pytorch_model.bin')
@@ -213,6 +225,7 @@ def read_model(path, flags=None, *, step=None):
         except (TypeError, ValueError) as error:
             raise UsageError(str(error)) from error
     family, _ = families.detect(arrays, path)
+    _check_flags_apply(flags, family.name, path)
     spec, sources = family.infer(arrays, given, path)
     if model is None or spec != stored:
         model = families.build_abstract(spec)

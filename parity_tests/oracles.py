@@ -13,3 +13,12 @@ def vit_pytorch():
     if importlib.util.find_spec('vit_pytorch') is None:
         pytest.skip('vit-pytorch is not installed (pip install --no-deps vit-pytorch); CI installs it')
     return load_vit_pytorch()
+
+
+def transformers():
+    """HuggingFace transformers; skips the test when it is not installed."""
+    if importlib.util.find_spec('transformers') is None:
+        pytest.skip('transformers is not installed (pip install transformers); CI installs it')
+    import transformers
+
+    return transformers

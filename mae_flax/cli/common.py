@@ -88,7 +88,7 @@ def size(text):
 
 
 def numbers(text):
-    """'0.5,0.5,0.5' -> (0.5, 0.5, 0.5); 'imagenet' -> ImageNet's mean or std is chosen by the caller."""
+    """'0.5,0.5,0.5' -> (0.5, 0.5, 0.5)."""
     try:
         return tuple(float(part) for part in text.split(','))
     except ValueError as error:
@@ -103,16 +103,21 @@ MODEL_FLAGS = {
     'heads': (int, 'encoder attention heads (or give --dim_head)'),
     'dim_head': (int, 'encoder dimension per head (or give --heads)'),
     'pool': (str, "'cls' or 'mean': inferred, except for legacy 3-D pos_embedding files"),
-    'layer_norm_eps': (float, "LayerNorm epsilon (assumed 1e-5, torch's, when unset)"),
+    'layer_norm_eps': (float, 'LayerNorm epsilon (assumed 1e-5 for vit-pytorch, 1e-6 for the official family)'),
     'decoder_heads': (int, 'MAE decoder attention heads (or give --decoder_dim_head)'),
     'decoder_dim_head': (int, 'MAE decoder dimension per head'),
     'masking_ratio': (float, 'fraction of patches masked (assumed 0.75 when unset)'),
+    # the official family's (facebookresearch/mae, HuggingFace) names for what its weights do not say
+    'img_size': (size, 'official family: e.g. 224 or 224x160 (inferred from pos_embed if square)'),
+    'num_heads': (int, 'official family: encoder attention heads (not in the weights)'),
+    'decoder_num_heads': (int, 'official family: decoder attention heads (not in the weights)'),
+    'mask_ratio': (float, 'official family: fraction of patches masked (assumed 0.75)'),
     'pixel_mean': (
         numbers,
         "per-channel mean the model's inputs were standardised with, e.g. 0.485,0.456,0.406 "
-        '(assumed 0: pixels in [0, 1] as they are)',
+        "(assumed 0 for vit-pytorch, pixels in [0, 1] as they are; ImageNet's for the official family)",
     ),
-    'pixel_std': (numbers, 'per-channel std, e.g. 0.229,0.224,0.225 (assumed 1)'),
+    'pixel_std': (numbers, "per-channel std, e.g. 0.229,0.224,0.225 (assumed 1, or ImageNet's)"),
 }
 
 
