@@ -16,7 +16,11 @@ import torch
 from flax import nnx
 
 import mae_flax.layers
+import mae_flax.official.mae
 import mae_flax.vit_pytorch.vit
+from mae_core.masking import MaskingConvention
+from mae_core.official import sincos_pos_embed
+from mae_flax.convert import load_torch_state_dict
 from mae_flax.parity import scaled_error
 from parity_tests import tolerances
 from parity_tests.configs import CONFIGS
@@ -25,12 +29,12 @@ from parity_tests.pairs import images, mae_pair, noise, to_jax, to_numpy
 CONFIG = CONFIGS['cls']
 
 
-def _worst_error(kind, corrupt):
+def _worst_error(kind, corrupt, config=CONFIG):
     """The largest (scaled error / tolerance) over the compared stages and the predictions, between torch and a
     Flax model changed by `corrupt`; run eagerly, so no compiled function is reused. Above 1 fails parity."""
-    torch_model, flax_model = mae_pair(CONFIG)
+    torch_model, flax_model = mae_pair(config)
     corrupt(flax_model)
-    img, masking_noise = images(kind, CONFIG), noise(CONFIG)
+    img, masking_noise = images(kind, config), noise(config)
     with torch.no_grad():
         expected = torch_model(img, noise=masking_noise, return_outputs=True)
     actual = flax_model(to_jax(img), noise=to_jax(masking_noise), return_outputs=True)
@@ -93,3 +97,70 @@ def test_every_layer_norm_is_torch_like():
     # patch embedding (2), two per block and a final one in the encoder and the decoder
     assert len(norms) == 2 + 2 * CONFIG.encoder['depth'] + 1 + 2 * CONFIG.mae['decoder_depth'] + 1
     assert all(norm.epsilon == 1e-5 and not norm.use_fast_variance for norm in norms)
+
+
+# the official family's own traps: facebookresearch/mae's eps, its sin-cos layout, its masking convention
+OFFICIAL = CONFIGS['official']
+
+
+def _unchanged(model):
+    return None
+
+
+@pytest.mark.parametrize('kind', ['normal', 'low_variance'])
+def test_the_faithful_official_model_passes(kind):
+    assert _worst_error(kind, _unchanged, OFFICIAL) <= 1
+
+
+def test_torch_s_default_epsilon_in_an_official_model_is_caught():
+    # facebookresearch/mae's LayerNorms use 1e-6; torch's default 1e-5 shows on low-variance inputs
+    assert _worst_error('low_variance', _set_on_layer_norms('epsilon', 1e-5), OFFICIAL) > 3
+
+
+def test_tanh_gelu_in_an_official_model_is_caught(monkeypatch):
+    monkeypatch.setattr(mae_flax.official.mae, 'gelu', functools.partial(jax.nn.gelu, approximate=True))
+    assert _worst_error('normal', _unchanged, OFFICIAL) > 3
+
+
+def test_swapped_sin_cos_halves_are_caught(monkeypatch):
+    # HuggingFace's canonical [sin_h | cos_h | sin_w | cos_w] is NOT what the published weights were trained with
+    def swapped(embed_dim, grid):
+        table = sincos_pos_embed(embed_dim, grid)
+        return np.concatenate([table[..., embed_dim // 2 :], table[..., : embed_dim // 2]], axis=-1)
+
+    # after loading: the converter itself refuses a file whose table is not the model's (next test)
+    assert (
+        _worst_error(
+            'normal', lambda model: monkeypatch.setattr(mae_flax.official.mae, 'sincos_pos_embed', swapped), OFFICIAL
+        )
+        > 3
+    )
+
+
+def test_a_checkpoint_whose_sin_cos_table_is_not_the_model_s_is_refused():
+    torch_model, _ = mae_pair(OFFICIAL)
+    state = torch_model.state_dict()
+    half = state['pos_embed'].shape[-1] // 2
+    state['pos_embed'] = torch.cat([state['pos_embed'][..., half:], state['pos_embed'][..., :half]], dim=-1)
+    with pytest.raises(ValueError, match="'pos_embed' is not the fixed sin-cos position embedding this model computes"):
+        load_torch_state_dict(mae_flax.build(OFFICIAL, rngs=nnx.Rngs(0)), state)
+
+
+@pytest.mark.parametrize(
+    ('convention', 'what'),
+    [
+        (MaskingConvention(masks_smallest=True, rounds_masked=False), 'the masked end'),
+        (MaskingConvention(masks_smallest=False, rounds_masked=True), 'the rounding'),
+    ],
+)
+def test_vit_pytorch_s_masking_in_an_official_model_is_caught(monkeypatch, convention, what):
+    # with 0.7 of 16 patches the two roundings differ (11 vs 12 masked); either change gives other masks
+    config = CONFIGS['official_fractional_mask']
+    torch_model, _ = mae_pair(config)
+    monkeypatch.setattr(mae_flax.official.mae, 'MASKING', convention)
+    _, flax_model = mae_pair(config)
+    img, masking_noise = images('normal', config), noise(config)
+    with torch.no_grad():
+        expected = torch_model(img, noise=masking_noise, return_outputs=True).masked_indices.numpy()
+    actual = np.asarray(flax_model(to_jax(img), noise=to_jax(masking_noise), return_outputs=True).masked_indices)
+    assert expected.shape != actual.shape or not np.array_equal(expected, actual), what
