@@ -4,9 +4,11 @@
     mae-train --config=mae_flax/configs/mae.py:vit_b16 --workdir=/mnt/shared/mae_b16 \
         --config.data.source=/data/imagenet/train
 
-Variants: `tiny` (the default: about a minute on a 2-core CPU), `smoke` (the tests' seconds-long run),
-`vit_b16` and `vit_l16` (the paper's encoders at 224px with its 8-block, 512-wide decoder, 800 epochs of
-ImageNet at batch 4096), `vitpytorch` (vit-pytorch's README MAE). Any field can be overridden on the command
+Variants of the vit-pytorch family: `tiny` (the default: about a minute on a 2-core CPU), `smoke` (the tests'
+seconds-long run), `vit_b16` and `vit_l16` (the paper's encoders at 224px with its 8-block, 512-wide decoder,
+800 epochs of ImageNet at batch 4096), `vitpytorch` (vit-pytorch's README MAE). Of the official family
+(facebookresearch/mae's MaskedAutoencoderViT, the architecture of the published checkpoints): `mae_vit_b16`,
+`mae_vit_l16`, `mae_vit_h14` (its factories and recipe: norm_pix_loss, 800 epochs), `mae_tiny` and `mae_smoke`. Any field can be overridden on the command
 line: `--config.batch_size=1024 --config.mesh.fsdp=8 --config.model.mae.norm_pix_loss=True`.
 
 `config.model` is the model description (mae_core.ModelSpec): written as it is into the run's config.json and
@@ -16,10 +18,16 @@ beside every export, so every tool rebuilds the same model and feeds it the same
 import ml_collections
 from ml_collections import config_dict
 
+from mae_core import official
 from mae_core.spec import IMAGENET_MEAN, IMAGENET_STD, PAPER_DECODER, decode_variant
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
-VARIANTS = ('tiny', 'smoke', 'vit_b16', 'vit_l16', 'vitpytorch')
+OFFICIAL_VARIANTS = {
+    'mae_vit_b16': 'mae_vit_base_patch16',
+    'mae_vit_l16': 'mae_vit_large_patch16',
+    'mae_vit_h14': 'mae_vit_huge_patch14',
+}
+VARIANTS = ('tiny', 'smoke', 'vit_b16', 'vit_l16', 'vitpytorch', 'mae_tiny', 'mae_smoke', *OFFICIAL_VARIANTS)
 
 
 def model(encoder, **mae):
@@ -31,6 +39,17 @@ def model(encoder, **mae):
         ),
         mae=dict(masking_ratio=0.75, norm_pix_loss=False) | mae,
         pixel_mean=IMAGENET_MEAN,  # the photographs and ImageNet are standardised with ImageNet's statistics
+        pixel_std=IMAGENET_STD,
+    )
+
+
+def official_model(**encoder):
+    """An official-family MAE description: facebookresearch/mae's MaskedAutoencoderViT keywords."""
+    return dict(
+        family=official.NAME,
+        encoder=official.ENCODER_DEFAULTS | encoder,
+        mae=dict(official.MAE_DEFAULTS),
+        pixel_mean=IMAGENET_MEAN,
         pixel_std=IMAGENET_STD,
     )
 
@@ -65,14 +84,26 @@ def get_config(variant='tiny'):
     config.image_every = 100
     config.num_eval_images = 8
 
+    if variant in ('mae_tiny', 'mae_smoke'):
+        # the tiny models' sizes in the official family (which adds a cls token to both halves)
+        config.model = official_model(img_size=32, patch_size=4, embed_dim=96, depth=3, num_heads=3, mlp_ratio=2.0)
+        config.model.mae.update(decoder_embed_dim=64, decoder_depth=2, decoder_num_heads=4, decoder_mlp_ratio=4.0)
+        variant = variant.removeprefix('mae_')
     if variant == 'tiny':
         config.optim.base_lr = 1e-2  # a small model on little data takes a large step
+    elif variant == 'smoke' and config.model.family == official.NAME:
+        config.model.encoder.update(img_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=2)
+        config.model.mae.update(decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
+        _smoke(config)
     elif variant == 'smoke':
         config.model.encoder.update(image_size=16, patch_size=4, dim=32, depth=1, heads=2, dim_head=16, mlp_dim=64)
         config.model.mae.update(decoder_dim=16, decoder_depth=1, decoder_heads=2, decoder_dim_head=8)
-        config.update(total_steps=12, batch_size=16, log_every=1, image_every=6, num_eval_images=4)
-        config.optim.update(base_lr=1e-2, warmup_steps=2)
-        config.checkpoint.every_steps = 4
+        _smoke(config)
+    elif variant in OFFICIAL_VARIANTS:
+        # facebookresearch/mae's factories and its pretraining recipe (norm_pix_loss, 800 epochs, warmup 40)
+        config.model = official_model(img_size=224, **official.FACTORIES[OFFICIAL_VARIANTS[variant]])
+        config.model.mae.norm_pix_loss = True
+        _imagenet(config, epochs=800, warmup_epochs=40)
     elif variant in ('vit_b16', 'vit_l16'):
         config.model.encoder.update(image_size=224, **decode_variant('B/16' if variant == 'vit_b16' else 'L/16'))
         config.model.mae.update(norm_pix_loss=True, **PAPER_DECODER)
@@ -84,6 +115,12 @@ def get_config(variant='tiny'):
         config.model.mae.update(decoder_dim=512, decoder_depth=6, decoder_heads=8, decoder_dim_head=64)
         _imagenet(config, epochs=800, warmup_epochs=40)
     return config
+
+
+def _smoke(config):
+    config.update(total_steps=12, batch_size=16, log_every=1, image_every=6, num_eval_images=4)
+    config.optim.update(base_lr=1e-2, warmup_steps=2)
+    config.checkpoint.every_steps = 4
 
 
 def _imagenet(config, *, epochs, warmup_epochs):

@@ -15,7 +15,7 @@ def parameter_counts(variant):
     tx, _ = optim.make_optimizer(config)
     params = jax.eval_shape(functools.partial(trainer.init_state, config, tx))['params']
     count = lambda tree: sum(math.prod(x.shape) for x in jax.tree.leaves(tree))  # noqa: E731
-    return config, count(params['encoder']), count(params)
+    return config, count(params.get('encoder', {})), count(params)
 
 
 @pytest.mark.parametrize(('variant', 'encoder_millions'), [('vit_b16', 85.8), ('vit_l16', 303.2)])
@@ -33,3 +33,16 @@ def test_paper_variants_have_the_paper_encoder_and_decoder(variant, encoder_mill
 def test_unknown_variant_is_an_error():
     with pytest.raises(ValueError, match="unknown config variant 'vit_h14'"):
         mae.get_config('vit_h14')
+
+
+@pytest.mark.parametrize(
+    ('variant', 'state_dict_values'),
+    [('mae_vit_b16', 111_907_840), ('mae_vit_l16', 329_541_888), ('mae_vit_h14', 657_074_508)],
+)
+def test_official_variants_are_facebookresearch_s_factories(variant, state_dict_values):
+    # upstream's state dicts hold the fixed sin-cos tables too: (1 + L) rows of the encoder's and the decoder's width
+    config, _, params = parameter_counts(variant)
+    spec = trainer.model_spec(config)
+    fixed = (1 + spec.num_patches) * (spec.encoder['embed_dim'] + spec.mae['decoder_embed_dim'])
+    assert params + fixed == state_dict_values
+    assert spec.encoder['layer_norm_eps'] == 1e-6 and spec.mae['norm_pix_loss'] and config.dtype == 'bfloat16'
