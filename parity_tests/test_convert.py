@@ -10,6 +10,8 @@ import pytest
 import torch
 from flax import nnx
 
+import mae_flax
+from mae_core.official import sincos_pos_embed
 from mae_flax.convert import (
     load_state_dict_file,
     load_torch_state_dict,
@@ -18,7 +20,7 @@ from mae_flax.convert import (
     unwrap_state_dict,
 )
 from parity_tests.configs import CONFIGS
-from parity_tests.pairs import flax_mae, mae_pair, small_spec, torch_mae, vit_pair
+from parity_tests.pairs import flax_mae, mae_pair, official_spec, small_spec, torch_mae, vit_pair
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -196,3 +198,25 @@ def test_wrappers_and_prefixes_are_removed():
         unwrap_state_dict({'epoch': 1}, 'x.pt')
     with pytest.raises(TypeError, match='holds a list, not a state dict of tensors'):
         unwrap_state_dict([1], 'x.pt')
+
+
+def test_a_vit_pytorch_checkpoint_loads_at_another_resolution_with_its_positions_resampled():
+    # 32px (4x4 patches) -> 48px (6x6): the learned rows are resampled as timm's resample_abs_pos_embed (bicubic)
+    small, large = small_spec(pool='cls'), small_spec(pool='cls', image_size=48)
+    state = torch_mae(small).state_dict()
+    with pytest.warns(UserWarning, match='holds a 4x4 grid of positions, the model has 6x6: resampled bicubically'):
+        model = load_torch_state_dict(flax_mae(large), state)
+    grid = state['encoder.pos_embedding'][1:].reshape(4, 4, -1).permute(2, 0, 1)[None]
+    expected = torch.nn.functional.interpolate(grid.double(), size=(6, 6), mode='bicubic', align_corners=False)
+    expected = expected[0].permute(1, 2, 0).reshape(36, -1).float().numpy()
+    np.testing.assert_allclose(np.asarray(model.encoder.pos_embedding[...])[1:], expected, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(model.encoder.pos_embedding[...])[0], state['encoder.pos_embedding'][0])
+    assert np.isfinite(float(model(jnp.zeros((2, 48, 48, 3)), return_outputs=True).loss))
+
+
+def test_an_official_checkpoint_loads_at_another_resolution_with_its_positions_recomputed():
+    small, large = official_spec(), official_spec(img_size=48)
+    with pytest.warns(UserWarning, match='the model has 36: its fixed sin-cos position embeddings are computed'):
+        model = load_torch_state_dict(mae_flax.build(large, rngs=nnx.Rngs(0)), torch_mae(small).state_dict())
+    np.testing.assert_array_equal(to_torch_state_dict(model)['pos_embed'], sincos_pos_embed(48, (6, 6)))
+    assert np.isfinite(float(model(jnp.zeros((2, 48, 48, 3)), return_outputs=True).loss))

@@ -52,8 +52,17 @@ def infer(arrays, given, name):
     patch = fields.read('patch_size', compact(weight.shape[2:]))
     num_patches = arrays[names['pos']].shape[-2] - 1
     if 'img_size' in fields.given:
-        image = pair(fields.given['img_size'][0])
-        fields.read('img_size', compact(image))  # another grid than the file's: its position table is recomputed
+        image, patch_hw = pair(fields.given['img_size'][0]), pair(patch)
+        if (
+            image[0] % patch_hw[0]
+            or image[1] % patch_hw[1]
+            or (image[0] // patch_hw[0]) * (image[1] // patch_hw[1]) != num_patches
+        ):
+            raise UsageError(
+                f'img_size {image} in patches of {patch_hw} does not give the {num_patches} patches the position '
+                'table has: check --img_size'
+            )
+        fields.read('img_size', compact(image))
     else:
         side = math.isqrt(num_patches)
         if side * side != num_patches:

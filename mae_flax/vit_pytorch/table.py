@@ -5,6 +5,12 @@ vit-pytorch's MAE registers the encoder's patch embedding twice (`encoder.to_pat
 `patch_to_emb.{0,1,2}`): both keys map to the same Flax parameters, and both are written back.
 """
 
+import math
+import warnings
+
+import numpy as np
+
+from mae_core.resample import resample_grid
 from mae_core.vit_pytorch import upgrade_legacy
 from mae_flax.rows import layer_norm, linear, one
 from mae_flax.vit_pytorch.mae import MAE
@@ -62,6 +68,27 @@ def is_mae(model):
 
 
 def upgrade(arrays, model):
-    """Legacy (pre-2-D) vit-pytorch checkpoints, rewritten in place as today's layout before loading."""
+    """Rewrites, in place and before loading, what an older or other-sized checkpoint holds: legacy (pre-2-D)
+    vit-pytorch position tables, and learned position rows of another grid size, resampled bicubically to the
+    model's grid (timm's resample_abs_pos_embed; said in a warning)."""
     vit = model.encoder if isinstance(model, MAE) else model
-    upgrade_legacy(arrays, 'encoder.' if 'encoder.pos_embedding' in arrays else '', vit.pool)
+    prefix = 'encoder.' if 'encoder.pos_embedding' in arrays else ''
+    upgrade_legacy(arrays, prefix, vit.pool)
+    grid = (vit.image_size[0] // vit.patch_size[0], vit.image_size[1] // vit.patch_size[1])
+    # pos_embedding: the cls row first, then patch i; decoder_pos_emb: patch i at row i, the spare cls row last
+    tables = [(f'{prefix}pos_embedding', True)] + ([('decoder_pos_emb.weight', False)] if prefix else [])
+    for key, cls_first in tables:
+        table = arrays.get(key)
+        if table is None or table.ndim != 2 or table.shape[0] == grid[0] * grid[1] + vit.num_cls_tokens:
+            continue
+        side = math.isqrt(table.shape[0] - vit.num_cls_tokens)
+        if side * side != table.shape[0] - vit.num_cls_tokens:
+            continue  # not a square grid of this model's kind: the shape check reports it
+        cls_rows = table[: vit.num_cls_tokens] if cls_first else table[side * side :]
+        patch_rows = table[vit.num_cls_tokens :] if cls_first else table[: side * side]
+        resampled = resample_grid(patch_rows.reshape(side, side, -1), grid).reshape(grid[0] * grid[1], -1)
+        arrays[key] = np.concatenate([cls_rows, resampled] if cls_first else [resampled, cls_rows])
+        warnings.warn(
+            f'{key!r} holds a {side}x{side} grid of positions, the model has {grid[0]}x{grid[1]}: resampled bicubically',
+            stacklevel=3,
+        )
