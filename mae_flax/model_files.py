@@ -165,12 +165,8 @@ def _read_hf_folder(folder, flags):
     given = hf.given_from_config(config, processor, 'config.json')
     given |= {field: (value, 'given') for field, value in flags.items()}
     _check_flags_apply(flags, 'official', folder)
-    weights = [folder / name for name in ('model.safetensors', 'pytorch_model.bin') if (folder / name).is_file()]
-    if not weights:
-        raise UsageError(f'{folder} has a config.json but no model.safetensors or pytorch_model.bin')
-    contents = safetensors.numpy.load_file(weights[0]) if weights[0].suffix == '.safetensors' else _load_bin(weights[0])
-    arrays = unwrap_state_dict(contents, weights[0])
-    family, _ = families.detect(arrays, weights[0])
+    arrays = hf_folder_state_dict(folder)
+    family, _ = families.detect(arrays, folder)
     spec, sources = family.infer(arrays, given, folder)
     model = families.build_abstract(spec)
     try:
@@ -178,6 +174,16 @@ def _read_hf_folder(folder, flags):
     except ValueError as error:
         raise UsageError(f'{folder}: {one_line(error)}') from error
     return LoadedModel(folder, 'hf', spec, sources, model, arrays)
+
+
+def hf_folder_state_dict(folder):
+    """The torch state dict of a HuggingFace folder (model.safetensors, or pytorch_model.bin through torch)."""
+    folder = Path(folder)
+    weights = [folder / name for name in ('model.safetensors', 'pytorch_model.bin') if (folder / name).is_file()]
+    if not weights:
+        raise UsageError(f'{folder} has no model.safetensors or pytorch_model.bin')
+    contents = safetensors.numpy.load_file(weights[0]) if weights[0].suffix == '.safetensors' else _load_bin(weights[0])
+    return unwrap_state_dict(contents, weights[0])
 
 
 def _load_bin(path):

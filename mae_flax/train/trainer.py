@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from mae_core.errors import UsageError
 from mae_core.spec import ModelSpec
-from mae_flax import families
+from mae_flax import families, model_files
 from mae_flax.convert import load_state_dict_file, load_torch_state_dict, unwrap_state_dict
 from mae_flax.files import atomic_path
 from mae_flax.train import config_checks, data, optim, report, sharding, state_checkpoints
@@ -126,10 +126,14 @@ def make_eval_step(config, graphdef, rest):
 
 
 def init_from_torch(path, params, graphdef, rest, shardings):
-    """Parameters from a torch state dict of the run's family: a full MAE, or an encoder alone (the decoder keeps
-    its fresh initialisation; a classifier head, which MAE does not use, is dropped if the run has none)."""
+    """Parameters from a torch state dict of the run's family (a file, or a HuggingFace folder): a full MAE, or an
+    encoder alone (the decoder keeps its fresh initialisation; a classifier head, which MAE does not use, is
+    dropped if the run has none)."""
     try:
-        state_dict = unwrap_state_dict(load_state_dict_file(path), path)
+        if Path(path).is_dir():  # a HuggingFace folder
+            state_dict = model_files.hf_folder_state_dict(path)
+        else:
+            state_dict = unwrap_state_dict(load_state_dict_file(path), path)
     except (OSError, ValueError, TypeError) as error:
         raise UsageError(f'--init_from {path}: {error}') from error
     model = nnx.merge(graphdef, multihost_utils.process_allgather(params, tiled=True), rest)
@@ -168,8 +172,8 @@ def train(config, workdir, *, init_from=None):
     the workdir or the data, before anything is created or compiled, and FloatingPointError on a NaN/Inf loss."""
     workdir = local_workdir(workdir)
     spec = config_checks.check(config)
-    if init_from and not Path(init_from).is_file():
-        raise UsageError(f'--init_from {init_from}: no such file')
+    if init_from and not Path(init_from).exists():
+        raise UsageError(f'--init_from {init_from}: no such file or folder')
     config = ml_collections.ConfigDict(config.to_dict() | {'model': spec.to_dict()})  # defaults filled, in order
     process_index, process_count = jax.process_index(), jax.process_count()
     is_main = process_index == 0

@@ -53,7 +53,7 @@ def test_the_command_says_one_line_and_takes_dashed_flags(tmp_path):
     # --init-from as people type it: absl alone would not know it
     result = train([SMOKE, f'--workdir={tmp_path / "run"}', '--init-from=missing.pt'], check=False)
     assert result.returncode == 1 and 'Traceback' not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == 'mae-train: --init_from missing.pt: no such file'
+    assert result.stderr.strip().splitlines()[-1] == 'mae-train: --init_from missing.pt: no such file or folder'
     result = train([SMOKE, f'--workdir={tmp_path / "run"}', '--config.model.encoder.mlp_dim=-1'], check=False)
     assert result.returncode == 1 and 'Traceback' not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (

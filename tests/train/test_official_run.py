@@ -67,3 +67,10 @@ def test_init_from_its_fb_export_starts_at_its_eval_loss(official_run, tmp_path)
     ]
     train(flags)
     assert eval_losses(tmp_path / 'again')[0] == eval_losses(official_run)[12]
+
+
+def test_init_from_a_huggingface_folder(official_run, tmp_path):
+    assert convert.main([str(official_run), str(tmp_path / 'hub'), '--to', 'hf']) == 0
+    flags = [MAE_SMOKE, '--config.total_steps=1', f'--workdir={tmp_path / "again"}', f'--init_from={tmp_path / "hub"}']
+    train(flags)
+    assert eval_losses(tmp_path / 'again')[0] == eval_losses(official_run)[12]
