@@ -20,16 +20,17 @@ class MaskingConvention:
             return int(masking_ratio * num_patches)
         return num_patches - int(num_patches * (1 - masking_ratio))
 
-    def check(self, masking_ratio, num_patches):
-        """Raises ValueError unless the ratio masks at least one patch and keeps at least one."""
+    def check(self, masking_ratio, num_patches, name='masking_ratio'):
+        """The masked count; raises ValueError unless the ratio (the keyword `name`) masks at least one patch and
+        keeps at least one."""
         if isinstance(masking_ratio, bool) or not isinstance(masking_ratio, int | float):
-            raise TypeError(f'masking_ratio must be a number, got {type(masking_ratio).__name__}')
+            raise TypeError(f'{name} must be a number, got {type(masking_ratio).__name__}')
         if not 0 < masking_ratio < 1:
-            raise ValueError(f'masking_ratio must be strictly between 0 and 1, got {masking_ratio}')
+            raise ValueError(f'{name} must be strictly between 0 and 1, got {masking_ratio}')
         num_masked = self.num_masked(masking_ratio, num_patches)
         if not 0 < num_masked < num_patches:
             raise ValueError(
-                f'masking_ratio {masking_ratio} masks {num_masked} of {num_patches} patches: '
+                f'{name} {masking_ratio} masks {num_masked} of {num_patches} patches: '
                 'at least one patch must be masked and one kept'
             )
         return num_masked

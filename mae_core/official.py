@@ -67,7 +67,7 @@ FACTORIES = {
 
 # how each layout a user holds names the parts: facebookresearch/mae (and timm), HuggingFace on the Hub
 # (transformers 4), transformers 5 in memory, transformers 5's save_pretrained
-LAYOUTS = ('fb', 'hf', 'hf5', 'hf5_saved')
+LAYOUTS = ('mae', 'hf', 'hf5', 'hf5_saved')
 
 
 def detect(keys):
@@ -75,7 +75,7 @@ def detect(keys):
     `mae_pretrain_vit_*.pth`); None if the keys are not this family's."""
     keys = set(keys)
     if {'patch_embed.proj.weight', 'cls_token', 'blocks.0.attn.qkv.weight'} <= keys:
-        return ('MAE' if 'decoder_embed.weight' in keys else 'ViT'), 'fb'
+        return ('MAE' if 'decoder_embed.weight' in keys else 'ViT'), 'mae'
     for prefix in ('vit.', ''):
         if f'{prefix}embeddings.patch_embeddings.projection.weight' not in keys:
             continue

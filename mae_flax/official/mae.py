@@ -113,7 +113,7 @@ class MaskedAutoencoderViT(nnx.Module):
         # encoder
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, dtype=dtype, rngs=rngs)
         self.num_patches = self.patch_embed.num_patches
-        self.num_masked = MASKING.check(mask_ratio, self.num_patches)
+        self.num_masked = MASKING.check(mask_ratio, self.num_patches, 'mask_ratio')
         self.cls_token = nnx.Param(normal(rngs.params(), (1, 1, embed_dim)))
         self.blocks = nnx.List(
             Block(embed_dim, num_heads, mlp_ratio, layer_norm_eps, dtype=dtype, rngs=rngs) for _ in range(depth)
@@ -152,7 +152,11 @@ class MaskedAutoencoderViT(nnx.Module):
         return_outputs=True. `mask_ratio` (a Python float) defaults to the model's."""
         check_image(imgs, channels=self.in_chans, image_size=self.patch_embed.img_size)
         mask_ratio = self.mask_ratio if mask_ratio is None else mask_ratio
-        num_masked = self.num_masked if mask_ratio == self.mask_ratio else MASKING.check(mask_ratio, self.num_patches)
+        num_masked = (
+            self.num_masked
+            if mask_ratio == self.mask_ratio
+            else MASKING.check(mask_ratio, self.num_patches, 'mask_ratio')
+        )
         batch, num_patches = imgs.shape[0], self.num_patches
         dtype = self.dtype or imgs.dtype
 

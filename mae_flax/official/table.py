@@ -1,6 +1,6 @@
 """The official family's converter table, in every layout users hold (mae_core.official.LAYOUTS):
 
-- 'fb': facebookresearch/mae's MaskedAutoencoderViT (and timm's ViT for the encoder): `patch_embed.proj`,
+- 'mae': facebookresearch/mae's MaskedAutoencoderViT (and timm's ViT for the encoder): `patch_embed.proj`,
   `blocks.{i}.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}`, `norm`, `decoder_*`;
 - 'hf': HuggingFace ViTMAEForPreTraining as published on the Hub and as transformers 4 saves it:
   `vit.encoder.layer.{i}.attention.attention.{query,key,value}`, ..., `decoder.decoder_layers.{i}...`;
@@ -44,7 +44,7 @@ _FB_BLOCK = {
 }
 _NAMES = {
     # layout: (block names, encoder blocks, decoder blocks, embeddings and norms)
-    'fb': (_FB_BLOCK, 'blocks', 'decoder_blocks', dict(
+    'mae': (_FB_BLOCK, 'blocks', 'decoder_blocks', dict(
         cls='cls_token', pos='pos_embed', proj='patch_embed.proj', norm='norm', embed='decoder_embed',
         mask='mask_token', dec_pos='decoder_pos_embed', dec_norm='decoder_norm', pred='decoder_pred')),
     'hf': (_HF_BLOCK, 'vit.encoder.layer', 'decoder.decoder_layers', dict(
@@ -85,7 +85,7 @@ def _block(key, block, names):
     )
 
 
-def table(model, layout='fb', encoder_only=False):
+def table(model, layout='mae', encoder_only=False):
     """[Row] for a MaskedAutoencoderViT in `layout`; `encoder_only`: the encoder's keys alone."""
     model_only = layout.endswith('_model')  # HuggingFace's ViTMAEModel: the encoder, without the 'vit.' prefix
     block_names, encoder_blocks, decoder_blocks, names = _NAMES[layout.removesuffix('_model')]
@@ -101,7 +101,7 @@ def table(model, layout='fb', encoder_only=False):
         constant(names['dec_pos'], model.decoder_pos_embed, 'sin-cos position embedding'),
     ]
     # torch's state_dict order: upstream registers its tokens before its modules, HuggingFace within its modules
-    rows = tokens + ([] if encoder_only or layout != 'fb' else decoder_tokens)
+    rows = tokens + ([] if encoder_only or layout != 'mae' else decoder_tokens)
     rows += [
         one(f'{names["proj"]}.weight', patch_embed.kernel, to_flax, to_torch),
         one(f'{names["proj"]}.bias', patch_embed.bias),
@@ -112,7 +112,7 @@ def table(model, layout='fb', encoder_only=False):
     if encoder_only:
         return rows
     rows += linear(names['embed'], model.decoder_embed)
-    rows += [] if layout == 'fb' else decoder_tokens
+    rows += [] if layout == 'mae' else decoder_tokens
     for i, block in enumerate(model.decoder_blocks):
         rows += _block(f'{decoder_blocks}.{i}', block, block_names)
     rows += layer_norm(names['dec_norm'], model.decoder_norm) + linear(names['pred'], model.decoder_pred)

@@ -135,7 +135,7 @@ class MaskedAutoencoderViT(nn.Module):
         # encoder
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
         self.num_patches = self.patch_embed.num_patches
-        self.num_masked = MASKING.check(mask_ratio, self.num_patches)
+        self.num_masked = MASKING.check(mask_ratio, self.num_patches, 'mask_ratio')
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         # fixed sin-cos embedding, in the state dict as upstream, never trained
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches + 1, embed_dim), requires_grad=False)
@@ -186,7 +186,11 @@ class MaskedAutoencoderViT(nn.Module):
         return_outputs=True. `mask_ratio` defaults to the model's (0.75, upstream's default)."""
         check_image(imgs, channels=self.in_chans, image_size=self.patch_embed.img_size)
         mask_ratio = self.mask_ratio if mask_ratio is None else mask_ratio
-        num_masked = self.num_masked if mask_ratio == self.mask_ratio else MASKING.check(mask_ratio, self.num_patches)
+        num_masked = (
+            self.num_masked
+            if mask_ratio == self.mask_ratio
+            else MASKING.check(mask_ratio, self.num_patches, 'mask_ratio')
+        )
         batch, num_patches = imgs.shape[0], self.num_patches
 
         # embed patches, add positions (the cls row is the cls token's)
