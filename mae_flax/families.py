@@ -36,37 +36,24 @@ class Family:
     encoder_spec: Callable  # the description written beside an encoder's file
 
 
-FAMILIES = {
-    family.name: family
-    for family in (
-        Family(
-            name=vit_pytorch.facts.NAME,
-            layouts=vit_pytorch.facts.LAYOUTS,
-            build=vit_pytorch.build,
-            build_torch=vit_pytorch.build_torch,
-            table=vit_pytorch.table.table,
-            upgrade=vit_pytorch.table.upgrade,
-            detect=vit_pytorch.facts.detect,
-            is_mae=vit_pytorch.table.is_mae,
-            infer=vit_pytorch.infer,
-            decays=vit_pytorch.decays,
-            encoder_spec=vit_pytorch.encoder_spec,
-        ),
-        Family(
-            name=official.facts.NAME,
-            layouts=official.facts.LAYOUTS,
-            build=official.build,
-            build_torch=official.build_torch,
-            table=official.table.table,
-            upgrade=official.table.upgrade,
-            detect=official.facts.detect,
-            is_mae=official.table.is_mae,
-            infer=official.infer,
-            decays=official.decays,
-            encoder_spec=official.encoder_spec,
-        ),
+def _family(package):
+    """A family from its package (mae_flax/<family>/), which names each piece the same way."""
+    return Family(
+        name=package.facts.NAME,
+        layouts=package.facts.LAYOUTS,
+        build=package.build,
+        build_torch=package.build_torch,
+        table=package.table.table,
+        upgrade=package.table.upgrade,
+        detect=package.facts.detect,
+        is_mae=package.table.is_mae,
+        infer=package.infer,
+        decays=package.decays,
+        encoder_spec=package.encoder_spec,
     )
-}
+
+
+FAMILIES = {family.name: family for family in map(_family, (vit_pytorch, official))}
 
 
 def get(name):

@@ -19,24 +19,24 @@ OFFICIAL_ENCODER = dict(img_size=32, patch_size=8, in_chans=3, embed_dim=48, dep
 OFFICIAL_DECODER = dict(decoder_embed_dim=32, decoder_depth=2, decoder_num_heads=2, decoder_mlp_ratio=4.0)
 
 
-def official_spec(**changes):
-    """A small official-family (facebookresearch/mae) MAE description; `changes` override any of its keywords."""
-    encoder = OFFICIAL_ENCODER | {name: value for name, value in changes.items() if name in official.ENCODER_FIELDS}
-    mae = OFFICIAL_DECODER | {name: value for name, value in changes.items() if name in official.MAE_FIELDS}
+def _spec(facts, encoder, decoder, changes):
+    """A family's description: `changes` override any of its encoder or MAE keywords."""
+    encoder = encoder | {name: value for name, value in changes.items() if name in facts.ENCODER_FIELDS}
+    mae = decoder | {name: value for name, value in changes.items() if name in facts.MAE_FIELDS}
     unknown = set(changes) - set(encoder) - set(mae)
     if unknown:
-        raise TypeError(f'not a MaskedAutoencoderViT keyword: {sorted(unknown)}')
-    return ModelSpec(official.NAME, encoder, mae)
+        raise TypeError(f'not a {facts.NAME} keyword: {sorted(unknown)}')
+    return ModelSpec(facts.NAME, encoder, mae)
+
+
+def official_spec(**changes):
+    """A small official-family (facebookresearch/mae) MAE description."""
+    return _spec(official, OFFICIAL_ENCODER, OFFICIAL_DECODER, changes)
 
 
 def small_spec(**changes):
-    """A small vit-pytorch family MAE description; `changes` override any of its encoder or MAE keywords."""
-    encoder = ENCODER | {name: value for name, value in changes.items() if name in vit_pytorch.ENCODER_FIELDS}
-    mae = DECODER | {name: value for name, value in changes.items() if name in vit_pytorch.MAE_FIELDS}
-    unknown = set(changes) - set(encoder) - set(mae)
-    if unknown:
-        raise TypeError(f'not a vit-pytorch keyword: {sorted(unknown)}')
-    return ModelSpec(vit_pytorch.NAME, encoder, mae)
+    """A small vit-pytorch family MAE description."""
+    return _spec(vit_pytorch, ENCODER, DECODER, changes)
 
 
 def torch_mae(spec, seed=0):
