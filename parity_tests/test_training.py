@@ -24,7 +24,10 @@ STEPS = 20
 HYPERPARAMETERS = dict(lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.05)
 # observed on CPU: losses <= 2.2e-7 relative at every step; final weights <= 7.4e-6 of scale (Adam divides by
 # sqrt(v), so parameters with small gradients carry their ~1e-6 relative gradient error into the update)
-LOSS_RTOL, WEIGHTS_TOLERANCE = 2e-6, 1e-4
+# official family: final weights <= 1.0e-4 of scale (the first block's query rows: its keys start out nearly alike,
+# so the query gradient is small against its rounding, and Adam's division by sqrt(v) carries that into the
+# update); 5e-4 leaves 5x headroom and stays far below a wrong update (O(lr) = 1e-3 of a weight's O(1) scale per step)
+LOSS_RTOL, WEIGHTS_TOLERANCE = 2e-6, {'vit_pytorch': 1e-4, 'official': 5e-4}
 
 
 def _decayed_params(flax_model, torch_model):
@@ -89,9 +92,22 @@ def test_final_weights_match(config_name, devices):
     torch_model, flax_model, _, _ = _run(config_name, devices[0])
     flax_weights = to_torch_state_dict(flax_model)
     errors = {
-        key: scaled_error(value.numpy(), flax_weights[key])
+        key: scaled_error(*_without_key_bias(key, value.numpy(), flax_weights[key]))
         for key, value in torch_model.state_dict().items()
         if value.numel()
     }
     worst = max(errors, key=errors.get)
-    assert errors[worst] <= WEIGHTS_TOLERANCE, f'{worst}: {errors[worst]:.2e}'
+    tolerance = WEIGHTS_TOLERANCE[CONFIGS[config_name].family]
+    assert errors[worst] <= tolerance, f'{worst}: {errors[worst]:.2e}'
+
+
+def _without_key_bias(key, expected, actual):
+    """A qkv bias without its key third: adding b to every key adds q . b to every score of a query, which softmax
+    ignores, so its gradient is zero but for rounding (~1e-9). Adam divides by sqrt(v): the rounding noise becomes
+    lr-sized steps of either sign, different in each backend (observed 8e-3 of scale after 20 steps; the query and
+    value thirds agree within 1e-6). Only the official family has qkv biases."""
+    if not key.endswith('attn.qkv.bias'):
+        return expected, actual
+    query, _, value = np.split(expected, 3)
+    flax_query, _, flax_value = np.split(actual, 3)
+    return np.concatenate([query, value]), np.concatenate([flax_query, flax_value])
