@@ -76,7 +76,12 @@ def load_torch_state_dict(model, state_dict):
             continue
         if row.param is None:
             continue
-        if value.shape != row.param.shape:
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            bad = int(np.size(value) - np.isfinite(value).sum())
+            problems.append(
+                f'{name!r} holds NaN or Inf ({bad} of {np.size(value)} values): a diverged or damaged checkpoint'
+            )
+        elif value.shape != row.param.shape:
             shapes = [arrays[key].shape for key in row.keys]
             problems.append(
                 f'{name!r} has shape {shapes[0] if len(shapes) == 1 else tuple(shapes)}, expected {_torch_shapes(row)}'

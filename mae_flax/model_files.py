@@ -83,6 +83,8 @@ def _read_file(path):
     """(layout, contents) of a checkpoint file; one clear UsageError for anything that is not one."""
     if path.suffix not in SUFFIXES:
         raise UsageError(f'expected a .pt, .pth or .safetensors checkpoint or a mae-train workdir, got {path}')
+    if path.stat().st_size == 0:
+        raise UsageError(f'{path} is an empty file (0 bytes): not a checkpoint')
     try:
         if path.suffix == '.safetensors':
             with safetensors.safe_open(path, framework='np') as file:
@@ -91,11 +93,12 @@ def _read_file(path):
             return 'flax' if flax_keys else 'torch', safetensors.numpy.load_file(path)
         return 'torch', load_state_dict_file(path)
     except pickle.UnpicklingError as error:
-        if 'Unsupported global' not in str(error):
+        if 'Weights only load failed' not in str(error):
             raise UsageError(f'{path} is not a readable {path.suffix} checkpoint (not a torch.save file)') from error
+        hint = ' (a whole nn.Module?): save model.state_dict() instead' if 'torch.nn' in str(error) else ''
         raise UsageError(
-            f'{path} holds pickled Python objects, not only tensors (a whole nn.Module?), which torch.load '
-            '(weights_only=True) refuses to run: save model.state_dict() instead'
+            f'{path} holds Python objects other than tensors, which were refused for safety (loading them could '
+            f'run any code){hint}'
         ) from error
     except Exception as error:  # torch and safetensors raise many types for a file that is not theirs
         reason = f'{type(error).__name__}: {one_line(error)}'

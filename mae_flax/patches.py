@@ -10,13 +10,19 @@ from mae_core.fields import pair
 def check_image(img, *, channels, image_size):
     """Raises ValueError unless `img` is a (b, height, width, channels) batch of the expected size."""
     if not isinstance(img, jax.Array | np.ndarray):
-        raise TypeError(f'expected an array image batch, got {type(img).__name__}')
+        raise TypeError(f'expected a jax or numpy array image batch, got {type(img).__name__}')
+    if not np.issubdtype(img.dtype, np.floating):
+        raise TypeError(
+            f'expected floating point images (pixels standardised as the model was trained), got {img.dtype}'
+        )
     expected = (*pair(image_size), channels)
     if img.ndim != 4 or tuple(img.shape[1:]) != expected:
         raise ValueError(
             f'expected images of shape (batch, {expected[0]}, {expected[1]}, {expected[2]}) '
             f'(batch, height, width, channels), got {tuple(img.shape)}'
         )
+    if img.shape[0] == 0:
+        raise ValueError('expected at least one image, got an empty batch')
 
 
 def patchify(img, patch_size):

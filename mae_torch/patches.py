@@ -11,12 +11,18 @@ def check_image(img, *, channels, image_size):
     """Raises ValueError unless `img` is a (b, channels, height, width) batch of the expected size."""
     if not isinstance(img, torch.Tensor):
         raise TypeError(f'expected a torch.Tensor image batch, got {type(img).__name__}')
+    if not img.dtype.is_floating_point:
+        raise TypeError(
+            f'expected floating point images (pixels standardised as the model was trained), got {img.dtype}'
+        )
     expected = (channels, *pair(image_size))
     if img.ndim != 4 or tuple(img.shape[1:]) != expected:
         raise ValueError(
             f'expected images of shape (batch, {expected[0]}, {expected[1]}, {expected[2]}) '
             f'(batch, channels, height, width), got {tuple(img.shape)}'
         )
+    if img.shape[0] == 0:
+        raise ValueError('expected at least one image, got an empty batch')
 
 
 def patchify(img, patch_size):

@@ -81,7 +81,7 @@ def test_images_that_are_not_arrays_are_type_errors(models):
     torch_model, flax_model = models
     with pytest.raises(TypeError, match='expected a torch.Tensor image batch, got list'):
         torch_model([[0.0]])
-    with pytest.raises(TypeError, match='expected an array image batch, got list'):
+    with pytest.raises(TypeError, match='expected a jax or numpy array image batch, got list'):
         flax_model([[0.0]])
 
 
@@ -143,3 +143,32 @@ def test_vit_forward_checks_images_too(models):
         torch_model.encoder(torch.zeros(1, 3, 16, 16))
     with pytest.raises(ValueError, match='expected images of shape'):
         flax_model.encoder(jnp.zeros((1, 3, 32, 32)))
+
+
+@pytest.mark.parametrize('dtype', ['uint8', 'int32', 'bool'])
+def test_integer_and_bool_images_are_type_errors_in_both(models, dtype):
+    # uint8 pixels of 200 would give a loss of ~40,000: the model takes standardised float pixels
+    torch_model, flax_model = models
+    with pytest.raises(TypeError, match=f'expected floating point images .*got torch.{dtype}'):
+        torch_model(torch.zeros(2, 3, 32, 32, dtype=getattr(torch, dtype)))
+    with pytest.raises(TypeError, match=f'expected floating point images .*got {dtype}'):
+        flax_model(np.zeros((2, 32, 32, 3), dtype))
+
+
+def test_an_empty_batch_is_a_value_error_in_both(models):
+    torch_model, flax_model = models
+    with pytest.raises(ValueError, match='expected at least one image, got an empty batch'):
+        torch_model(torch.zeros(0, 3, 32, 32))
+    with pytest.raises(ValueError, match='expected at least one image, got an empty batch'):
+        flax_model(np.zeros((0, 32, 32, 3), np.float32))
+
+
+def test_noise_of_another_kind_is_a_type_error_in_both(models):
+    torch_model, flax_model = models
+    images = torch.zeros(2, 3, 32, 32), np.zeros((2, 32, 32, 3), np.float32)
+    for noise in ([[0.5] * 16] * 2, np.random.rand(2, 16).astype(np.float32)):
+        with pytest.raises(TypeError, match=r'expected noise as a torch.Tensor of shape \(2, 16\)'):
+            torch_model(images[0], noise=noise)
+    for noise in ([[0.5] * 16] * 2, torch.rand(2, 16)):
+        with pytest.raises(TypeError, match=r'expected noise as a jax or numpy array of shape \(2, 16\)'):
+            flax_model(images[1], noise=noise)

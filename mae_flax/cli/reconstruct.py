@@ -63,8 +63,13 @@ def reconstruct(loaded, images, noise, backend):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     out = Path(args.out)
+    if out.is_dir():
+        raise UsageError(f'--out {out} is a folder: name the .png file to write')
     if out.suffix.lower() != '.png':
         raise UsageError(f'--out must be a .png file, got {out}')
+    for image in args.images:
+        if out.exists() and Path(image).exists() and out.samefile(image):
+            raise UsageError(f'--out {out} is one of the input images ({image}): write the grid to another file')
     if args.scale < 1:
         raise UsageError(f'--scale must be at least 1, got {args.scale}')
     loaded = read_model(args.checkpoint, given_flags(args), step=args.step)

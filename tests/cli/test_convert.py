@@ -1,6 +1,7 @@
 """mae-convert: torch layout <-> Flax checkpoints, hyperparameters inferred or asked for, bad input refused."""
 
 import json
+import pickle
 import re
 
 import numpy as np
@@ -11,7 +12,8 @@ import torch
 
 from mae_core.errors import UsageError
 from mae_flax.cli import convert
-from tests.cli.conftest import TINY_FLAGS, assert_one_line_error, run_command
+from parity_tests.pairs import torch_mae
+from tests.cli.conftest import TINY, TINY_FLAGS, assert_one_line_error, run_command
 
 
 def test_torch_to_flax_to_torch_is_bit_exact(wrapped_checkpoint, tiny_model, tmp_path):
@@ -110,12 +112,33 @@ def _no_tensors(path):
     torch.save({'epoch': 3, 'optimizer': {'lr': 0.1}}, path)
 
 
+class _Payload:
+    def __reduce__(self):
+        return (print, ('this ran',))
+
+
+def _malicious_pickle(path):
+    path.write_bytes(pickle.dumps(_Payload()))
+
+
+def _empty_file(path):
+    path.write_bytes(b'')
+
+
+def _nan_weights(path):
+    state = torch_mae(TINY, seed=0).state_dict()
+    torch.save({key: torch.full_like(value, float('nan')) for key, value in state.items()}, path)
+
+
 @pytest.mark.parametrize(
     ('make_input', 'flags', 'message'),
     [
         (_resnet_checkpoint, (), 'not a state dict of any known model family'),
         (_pickled_module, (), 'save model.state_dict() instead'),
         (_no_tensors, (), 'no tensors'),
+        (_malicious_pickle, (), 'holds Python objects other than tensors, which were refused for safety'),
+        (_empty_file, (), 'is an empty file (0 bytes)'),
+        (_nan_weights, ('--heads', '2'), "'mask_token' holds NaN or Inf (24 of 24 values)"),
         (None, ('--image_size', '64'), 'check --image_size'),
         (None, ('--channels', '1'), 'pass --patch_size'),
         (None, ('--heads', '3'), '--heads 3 does not divide'),
@@ -125,6 +148,9 @@ def _no_tensors(path):
         'other_architecture',
         'pickled_module',
         'no_tensors',
+        'malicious_pickle',
+        'empty_file',
+        'nan_weights',
         'wrong_image_size',
         'wrong_channels',
         'bad_heads',
@@ -139,8 +165,9 @@ def test_bad_input_is_one_line_and_exit_2(make_input, flags, message, wrapped_ch
     out = tmp_path / 'out.safetensors'
     with pytest.raises(SystemExit) as exit_info:
         convert.run([str(source), str(out), '--decoder_heads', '2', *flags])
-    stderr = capsys.readouterr().err
-    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    stderr = captured.err
+    assert exit_info.value.code == 2 and 'this ran' not in captured.out  # no pickled payload ever runs
     # one error line, last; argparse's own errors print the usage above it
     assert stderr.splitlines()[-1].startswith('mae-convert: error: ') and stderr.count('error:') == 1, stderr
     assert message in stderr and 'Traceback' not in stderr

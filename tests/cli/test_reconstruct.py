@@ -96,3 +96,24 @@ def test_vit_only_checkpoint_cannot_reconstruct(vit_checkpoint, image_dir, tmp_p
         reconstruct.run([str(vit_checkpoint), str(image_dir / 'a.png'), '--out', str(tmp_path / 'grid.png')])
     assert exit_info.value.code == 2
     assert 'cannot reconstruct' in capsys.readouterr().err
+
+
+def test_an_output_that_is_an_input_is_refused_by_any_name(flax_checkpoint, image_dir, tmp_path, capsys):
+    # the user's photo must not be overwritten, whatever path reaches it
+    photo = tmp_path / 'photo.png'
+    photo.write_bytes((image_dir / 'a.png').read_bytes())
+    (tmp_path / 'link.png').symlink_to(photo)
+    for out in (photo, tmp_path / 'link.png', tmp_path / '.' / 'photo.png'):
+        with pytest.raises(SystemExit) as exit_info:
+            reconstruct.run([str(flax_checkpoint), str(photo), '--out', str(out)])
+        assert exit_info.value.code == 2
+        assert 'is one of the input images' in capsys.readouterr().err
+    assert photo.read_bytes() == (image_dir / 'a.png').read_bytes()
+
+
+def test_an_output_that_is_a_folder_is_one_line(flax_checkpoint, image_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        reconstruct.run([str(flax_checkpoint), str(image_dir / 'a.png'), '--out', str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'is a folder: name the .png file to write' in err
