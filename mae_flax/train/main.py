@@ -2,7 +2,7 @@
 
     mae-train --workdir=/tmp/mae                                   # the tiny config on the embedded photos
     mae-train --config=mae_flax/configs/mae.py:vit_b16 --config.data.source=/data/imagenet/train \
-        --config.mesh.fsdp=4 --workdir=gs://bucket/mae_b16 [--init_from=vit.pt]
+        --config.mesh.fsdp=4 --workdir=/mnt/shared/mae_b16 [--init_from=vit.pt]
 
 Rerunning the same command resumes from the workdir's latest checkpoint. On TPU pods (and SLURM or other
 clusters JAX detects) every host runs the same command; elsewhere pass --coordinator_address, --num_processes
@@ -20,6 +20,7 @@ try:
     from ml_collections import config_flags
 
     import mae_flax.configs
+    from mae_flax.configs import mae as mae_configs
     from mae_flax.train import trainer
 except ImportError as missing:  # a model-library install: say what to install, not where it failed
     raise SystemExit(f'mae-train needs the training extra: pip install "twin-mae[train]" ({missing})') from missing
@@ -27,26 +28,39 @@ from mae_core.errors import UsageError
 
 DEFAULT_CONFIG = str(Path(mae_flax.configs.__file__).parent / 'mae.py') + ':tiny'
 
-_CONFIG = config_flags.DEFINE_config_file('config', DEFAULT_CONFIG, 'A config file and variant: path/to/x.py:variant')
-_WORKDIR = flags.DEFINE_string(
-    'workdir', None, 'Where checkpoints, metrics and images go; resumes from it', required=True
-)
-_INIT_FROM = flags.DEFINE_string('init_from', None, 'Start from torch weights: a .pt/.pth/.safetensors MAE or ViT')
-_COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'host:port of process 0, for multi-process runs')
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'How many processes take part')
-_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0 to num_processes - 1')
+FLAGS = {}  # name -> absl flag holder, once define_flags() ran
+
+
+def define_flags():
+    """The command's flags. Defined when the command runs, not on import: ml_collections reads the --config.x
+    overrides from sys.argv while defining --config, so sys.argv must hold their final spelling by then."""
+    if FLAGS:
+        return FLAGS
+    FLAGS['config'] = config_flags.DEFINE_config_file(
+        'config', DEFAULT_CONFIG, 'A config file and variant: path/to/x.py:variant'
+    )
+    FLAGS['workdir'] = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and images go; resumes from it')
+    FLAGS['init_from'] = flags.DEFINE_string(
+        'init_from', None, 'Start from torch weights: a .pt/.pth/.safetensors file or a HuggingFace folder'
+    )
+    FLAGS['coordinator_address'] = flags.DEFINE_string(
+        'coordinator_address', None, 'host:port of process 0, for multi-process runs'
+    )
+    FLAGS['num_processes'] = flags.DEFINE_integer('num_processes', None, 'How many processes take part')
+    FLAGS['process_id'] = flags.DEFINE_integer('process_id', None, 'This process, 0 to num_processes - 1')
+    return FLAGS
 
 
 def initialize_distributed():
     """Explicit flags start a cluster of processes; otherwise JAX's auto-detection (TPU pods, SLURM, ...) is
     tried, and a lone machine runs as a single process."""
-    explicit = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    explicit = tuple(FLAGS[name].value for name in ('coordinator_address', 'num_processes', 'process_id'))
     if any(value is not None for value in explicit):
         if any(value is None for value in explicit):
             raise UsageError('--coordinator_address, --num_processes and --process_id go together: got only some')
         # CPU processes exchange collectives over gloo; harmless on TPU and GPU
         jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-        jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+        jax.distributed.initialize(*explicit)
         return
     try:
         jax.distributed.initialize()
@@ -60,10 +74,14 @@ def main(argv):
     # orbax and grain log every save and read through absl at INFO; keep their warnings, and this package's info
     logging.getLogger('absl').setLevel(logging.WARNING)
     try:
+        if FLAGS['workdir'].value is None:
+            raise UsageError('--workdir is required: where checkpoints, metrics and images go (mae-train --help)')
         initialize_distributed()
-        trainer.train(_CONFIG.value, _WORKDIR.value, init_from=_INIT_FROM.value)
-    except (UsageError, FloatingPointError) as error:  # a user's mistake, or a diverged run: one line; bugs keep
-        raise SystemExit(f'mae-train: {" ".join(str(error).split())}') from error  # their traceback
+        trainer.train(FLAGS['config'].value, FLAGS['workdir'].value, init_from=FLAGS['init_from'].value)
+    except UsageError as error:  # a user's mistake: one line; an error that is not the user's keeps its traceback
+        raise SystemExit(f'mae-train: error: {" ".join(str(error).split())}') from error
+    except FloatingPointError as error:  # a diverged run: one line, the last good checkpoint kept
+        raise SystemExit(f'mae-train: {error}') from error
 
 
 def underscored(argv):
@@ -78,5 +96,54 @@ def underscored(argv):
     return [spelled(arg) for arg in argv]
 
 
+def help_text():
+    lines = ['usage: mae-train --workdir=DIR [--config=FILE:VARIANT] [--config.FIELD=VALUE ...] [flags]', '']
+    lines += [__doc__.strip().splitlines()[0], '', 'flags (dashes or underscores):']
+    lines += [f'  --{name:<22}{holder.help}' for name, holder in ((n, flags.FLAGS[n]) for n in FLAGS)]
+    lines += [
+        '',
+        f'config variants (--config={DEFAULT_CONFIG.rsplit(":", 1)[0]}:VARIANT, default tiny):',
+        '  ' + ', '.join(mae_configs.VARIANTS),
+        '',
+        'any config field can be overridden, for example:',
+        '  mae-train --workdir=runs/b16 --config=mae_flax/configs/mae.py:vit_b16 --config.batch_size=1024',
+        '  mae-train --workdir=runs/tiny --config.total_steps=2000 --config.model.mae.norm_pix_loss=True',
+        '',
+        'exit codes: 0 done (or preempted and checkpointed), 1 a mistake in the flags, config or data (one line),',
+        'or a diverged loss; 130 stopped by Ctrl-C after a checkpoint.',
+    ]
+    return '\n'.join(lines)
+
+
+def parse_flags(argv):
+    """absl's flag parsing, with a --help that lists this command's own flags, and a mistake in a flag or a
+    --config override reported as one line (absl and ml_collections raise long chained tracebacks)."""
+    if any(arg in ('--help', '-h', '--helpshort', '-?') for arg in argv[1:]):
+        print(help_text())
+        sys.exit(0)
+    try:
+        return flags.FLAGS(argv)
+    except Exception as error:  # noqa: BLE001  (a bad value for any flag: absl's errors, ml_collections' KeyError...)
+        raise SystemExit(f'mae-train: error: {flag_error(error, argv)}') from None
+
+
+def flag_error(error, argv):
+    """One line for a parse error, naming the --config override it came from when there is one."""
+    lines = [line.strip() for line in str(error).replace('\\n', '\n').splitlines() if line.strip()]
+    if isinstance(error, AttributeError | KeyError) and lines:  # ml_collections: "'field'" [+ a suggestion]
+        field = lines[0].strip('"\'\\')
+        for arg in argv[1:]:
+            name = arg.split('=', 1)[0].removeprefix('--')
+            if name.startswith('config.') and name.endswith(f'.{field}'):
+                suggestion = ' '.join(lines[1:]).strip('"\'')
+                return f'--{name}: the config has no field {field!r}' + (f'. {suggestion}' if suggestion else '')
+    return (lines[-1] if lines else type(error).__name__).strip('"\'')
+
+
 def run():
-    app.run(main, argv=underscored(sys.argv))
+    sys.argv[:] = underscored(sys.argv)
+    try:
+        define_flags()
+    except Exception as error:  # noqa: BLE001  (a --config override naming no field, or a config file that fails)
+        raise SystemExit(f'mae-train: error: {flag_error(error, sys.argv)}') from None
+    app.run(main, argv=sys.argv, flags_parser=parse_flags)

@@ -7,7 +7,7 @@ from absl import flags
 from mae_core.errors import UsageError
 from mae_flax.configs import mae
 from mae_flax.train import main, trainer
-from tests.train.conftest import SMOKE, train
+from tests.train.conftest import REPO, SMOKE, train
 
 
 @pytest.mark.parametrize(
@@ -53,11 +53,11 @@ def test_the_command_says_one_line_and_takes_dashed_flags(tmp_path):
     # --init-from as people type it: absl alone would not know it
     result = train([SMOKE, f'--workdir={tmp_path / "run"}', '--init-from=missing.pt'], check=False)
     assert result.returncode == 1 and 'Traceback' not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == 'mae-train: --init_from missing.pt: no such file or folder'
+    assert result.stderr.strip().splitlines()[-1] == 'mae-train: error: --init_from missing.pt: no such file or folder'
     result = train([SMOKE, f'--workdir={tmp_path / "run"}', '--config.model.encoder.mlp_dim=-1'], check=False)
     assert result.returncode == 1 and 'Traceback' not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
-        'mae-train: config.model.encoder.mlp_dim must be a positive integer, got -1'
+        'mae-train: error: config.model.encoder.mlp_dim must be a positive integer, got -1'
     )
     assert not (tmp_path / 'run').exists()
 
@@ -67,9 +67,36 @@ def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
         raise ValueError('an internal shape mismatch')
 
     monkeypatch.setattr(trainer, 'train', broken)
+    main.define_flags()
     flags.FLAGS(['mae-train', f'--workdir={tmp_path}'])
     try:
         with pytest.raises(ValueError, match='an internal shape mismatch'):  # not turned into SystemExit
             main.main(['mae-train'])
     finally:
         flags.FLAGS.unparse_flags()
+
+
+def test_help_lists_the_command_s_flags_variants_and_overrides():
+    result = train(['--help'], check=False)
+    assert result.returncode == 0, result.stderr
+    for expected in ('--workdir', '--init_from', '--config', 'mae_vit_b16', 'vitpytorch', '--config.batch_size=1024'):
+        assert expected in result.stdout, expected
+
+
+@pytest.mark.parametrize(
+    ('flag', 'message'),
+    [
+        ('--config.nonexistent=1', "--config.nonexistent: the config has no field 'nonexistent'"),
+        (
+            '--config.model.encoder.dimm=3',
+            '--config.model.encoder.dimm: the config has no field \'dimm\'. Did you mean "dim"',
+        ),
+        (f'--config={REPO}/mae_flax/configs/mae.py:nope', "unknown config variant 'nope': expected one of tiny"),
+    ],
+)
+def test_a_bad_config_override_is_one_line(tmp_path, flag, message):
+    result = train([f'--workdir={tmp_path / "run"}', flag], check=False)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and 'Traceback' not in result.stderr, result.stderr
+    assert lines[0].startswith('mae-train: error: ') and message in lines[0]
+    assert not (tmp_path / 'run').exists()
