@@ -11,6 +11,7 @@ from PIL import Image
 
 from mae_core.errors import UsageError
 from mae_core.fields import pair
+from mae_flax.quiet import OrbaxEchoes
 
 USAGE_ERROR = 2
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp')
@@ -65,6 +66,7 @@ def run_cli(prog, main, argv=None):
         print(f'{prog}: warning: {message}', file=sys.stderr)
 
     warnings.showwarning = one_line_warning
+    OrbaxEchoes.install()  # reading a damaged workdir: the commands say which checkpoint they skipped, once
     try:
         code = main(argv)
     except UsageError as error:

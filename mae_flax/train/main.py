@@ -11,6 +11,7 @@ and --process_id to each process.
 
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 import jax
@@ -21,10 +22,11 @@ try:
 
     import mae_flax.configs
     from mae_flax.configs import mae as mae_configs
-    from mae_flax.train import trainer
+    from mae_flax.train import state_checkpoints, trainer
 except ImportError as missing:  # a model-library install: say what to install, not where it failed
     raise SystemExit(f'mae-train needs the training extra: pip install "twin-mae[train]" ({missing})') from missing
 from mae_core.errors import UsageError
+from mae_flax.quiet import OrbaxEchoes
 
 DEFAULT_CONFIG = str(Path(mae_flax.configs.__file__).parent / 'mae.py') + ':tiny'
 
@@ -73,15 +75,26 @@ def main(argv):
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
     # orbax and grain log every save and read through absl at INFO; keep their warnings, and this package's info
     logging.getLogger('absl').setLevel(logging.WARNING)
+    # JAX's probing for a TPU on other machines ("Failed to open libtpu.so") is no news; its warnings still show
+    logging.getLogger('jax').setLevel(logging.WARNING)
+    # a warning (a damaged checkpoint skipped, an unreadable image) is one line, not two with a source line
+    warnings.showwarning = lambda message, *args, **kwargs: print(f'mae-train: warning: {message}', file=sys.stderr)
+    OrbaxEchoes.install()
     try:
         if FLAGS['workdir'].value is None:
             raise UsageError('--workdir is required: where checkpoints, metrics and images go (mae-train --help)')
         initialize_distributed()
-        trainer.train(FLAGS['config'].value, FLAGS['workdir'].value, init_from=FLAGS['init_from'].value)
+        summary = trainer.train(FLAGS['config'].value, FLAGS['workdir'].value, init_from=FLAGS['init_from'].value)
     except UsageError as error:  # a user's mistake: one line; an error that is not the user's keeps its traceback
         raise SystemExit(f'mae-train: error: {" ".join(str(error).split())}') from error
-    except FloatingPointError as error:  # a diverged run: one line, the last good checkpoint kept
+    except (FloatingPointError, state_checkpoints.CheckpointError) as error:  # one line, the last good checkpoint kept
         raise SystemExit(f'mae-train: {error}') from error
+    if summary['stopped_by'] == 'SIGINT':
+        print(
+            f'mae-train: stopped by Ctrl-C at step {summary["step"]}, checkpoint saved; rerun to resume',
+            file=sys.stderr,
+        )
+        sys.exit(130)
 
 
 def underscored(argv):

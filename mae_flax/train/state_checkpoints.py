@@ -5,10 +5,23 @@ cut off halfway (SIGKILL, preemption, full disk) is never the one restored.
 """
 
 import logging
+import re
+import shutil
 import signal
+import sys
+import warnings
+from pathlib import Path
 
 import grain
+import jax
 import orbax.checkpoint as ocp
+
+from mae_core.errors import UsageError
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written (a full disk, a quota, a lost mount): the run stops at once, keeping the
+    last good checkpoint, with one line that says what failed, where and how much space is left."""
 
 
 def make_manager(directory, checkpoint_config):
@@ -28,44 +41,112 @@ def make_manager(directory, checkpoint_config):
 
 
 def save(manager, step, state, data_iterator, *, force=False):
-    """Saves when the interval says so (or `force`); returns whether it did."""
+    """Saves when the interval says so (or `force`); returns whether it did. A failure to write this checkpoint, or
+    the one before it (orbax writes in the background), raises CheckpointError and removes the partial files."""
     args = ocp.args.Composite(state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iterator))
-    return manager.save(step, args=args, force=force)
+    try:
+        return manager.save(step, args=args, force=force)
+    except Exception as error:  # noqa: BLE001  (orbax and tensorstore raise many kinds for one failed write)
+        raise _write_failure(manager, step, error) from error
 
 
-def restore(manager, abstract_state, data_iterator=None, step=None):
-    """The latest (or given) step's state, laid out as `abstract_state` (jax.ShapeDtypeStruct with shardings);
-    moves `data_iterator` to where that step left off."""
-    step = manager.latest_step() if step is None else step
+def check(manager):
+    """Raises CheckpointError if a checkpoint being written in the background has failed (cheap: no waiting), so
+    that a run stops at the first failed save, not at the next one."""
+    try:
+        manager.check_for_errors()
+    except Exception as error:  # noqa: BLE001
+        raise _write_failure(manager, None, error) from error
+
+
+def finish(manager):
+    """Waits for the checkpoint being written in the background; CheckpointError if it failed."""
+    try:
+        manager.wait_until_finished()
+    except Exception as error:  # noqa: BLE001
+        raise _write_failure(manager, None, error) from error
+
+
+def _write_failure(manager, step, error):
+    directory = Path(manager.directory)
+    partial = sorted(directory.glob('*.orbax-checkpoint-tmp*'))
+    failed_steps = sorted({int(path.name.split('.')[0]) for path in partial if path.name.split('.')[0].isdigit()})
+    for path in partial:  # never restored (not renamed into place); removed so nothing half-written is left
+        shutil.rmtree(path, ignore_errors=True)
+    step = failed_steps[0] if failed_steps else step
+    good = [s for s in manager.all_steps() if (directory / str(s)).is_dir()]
+    last_good = f'step {max(good)} in {directory}' if good else 'none yet'
+    free = shutil.disk_usage(directory).free / 2**30 if directory.exists() else float('nan')
+    text = ' '.join(str(error).split())
+    # the operating system's reason is what a person needs ("No space left on device"), not tensorstore's path
+    reason = re.findall(r': ([^:]*\[os_error_code=[^\]]*\])', text)
+    reason = reason[-1] if reason else f'{type(error).__name__}: {text[:200]}'
+    what = f'the checkpoint of step {step}' if step is not None else 'a checkpoint'
+    return CheckpointError(
+        f'could not write {what} ({reason}); the last good checkpoint is {last_good}; {free:.1f} GiB free there'
+    )
+
+
+def restore(manager, abstract_state, data_iterator=None, step=None, *, set_aside=False):
+    """The given step's state, or the newest checkpoint's that restores, laid out as `abstract_state`
+    (jax.ShapeDtypeStruct with shardings); moves `data_iterator` to where that step left off. A damaged checkpoint
+    (a truncated array, a missing file, a garbage iterator state) is skipped with one warning naming it and never
+    deleted; with `set_aside` (a run that goes on past it) it is renamed STEP.damaged, out of the manager's way.
+    Returns (state, step) of the one restored; UsageError if none restores."""
+    steps = [step] if step is not None else sorted(manager.all_steps(), reverse=True)
     items = dict(state=ocp.args.StandardRestore(abstract_state))
     if data_iterator is not None:
         items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
-    restored = manager.restore(step, args=ocp.args.Composite(**items))
-    logging.info('restored checkpoint at step %d from %s', step, manager.directory)
-    return restored['state']
+    reasons = []
+    for candidate in steps:
+        try:
+            restored = manager.restore(candidate, args=ocp.args.Composite(**items))
+        except Exception as error:  # noqa: BLE001  (each kind of damage raises its own kind of error)
+            reason = ' '.join(f'{type(error).__name__}: {error}'.split()).split(' See full TensorStore details')[0]
+            reason = reason[:200]
+            reasons.append(f'step {candidate}: {reason}')
+            damaged = Path(manager.directory) / str(candidate)
+            moved = ''
+            if set_aside and jax.process_index() == 0:
+                damaged.rename(damaged.with_name(f'{candidate}.damaged'))
+                moved = f'; kept as {damaged.name}.damaged'
+            warnings.warn(f'skipping damaged checkpoint {damaged} ({reason}){moved}', stacklevel=2)
+            continue
+        if set_aside:
+            manager.reload()  # the steps set aside are no longer the manager's
+        logging.info('restored checkpoint at step %d from %s', candidate, manager.directory)
+        return restored['state'], candidate
+    raise UsageError(f'no checkpoint in {manager.directory} restores ({"; ".join(reasons) or "there are none"})')
 
 
 class Preemption:
-    """Notices SIGTERM (a TPU VM's preemption notice) so the loop can checkpoint and stop at a step boundary.
+    """Notices SIGTERM (a TPU VM's preemption notice) and Ctrl-C (SIGINT) so the loop can checkpoint and stop at a
+    step boundary. A second Ctrl-C stops at once (exit 130), without a checkpoint.
 
-    One process: a signal handler. Several: JAX's preemption service (started by jax.distributed.initialize)
-    catches the signal, and orbax's `reached_preemption` makes every process agree on the step to stop at.
+    One process: signal handlers. Several: JAX's preemption service (started by jax.distributed.initialize)
+    catches SIGTERM, and orbax's `reached_preemption` makes every process agree on the step to stop at.
     """
 
     def __init__(self, manager, process_count):
         self.manager = manager
         self.single_process = process_count == 1
-        self.received = False
+        self.received = None  # the signal's name, once one came
+        self.previous = {}
         if self.single_process:
-            self.previous = signal.signal(signal.SIGTERM, self._handle)
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self.previous[signum] = signal.signal(signum, self._handle)
 
     def _handle(self, signum, frame):
-        logging.warning('SIGTERM: saving a checkpoint at the end of this step, then stopping')
-        self.received = True
+        name = signal.Signals(signum).name
+        if self.received == 'SIGINT' and signum == signal.SIGINT:
+            print('\nmae-train: second Ctrl-C: stopping now, without a checkpoint', file=sys.stderr, flush=True)
+            raise SystemExit(130)
+        logging.warning('%s: saving a checkpoint at the end of this step, then stopping', name)
+        self.received = name
 
     def reached(self, step):
-        return self.received if self.single_process else self.manager.reached_preemption(step)
+        return self.received is not None if self.single_process else self.manager.reached_preemption(step)
 
     def close(self):
-        if self.single_process:
-            signal.signal(signal.SIGTERM, self.previous)
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous)

@@ -169,7 +169,8 @@ def check_batch(config, mesh):
 
 def train(config, workdir, *, init_from=None):
     """Trains (or resumes) in `workdir`; returns a summary dict. Raises UsageError for a mistake in the config,
-    the workdir or the data, before anything is created or compiled, and FloatingPointError on a NaN/Inf loss."""
+    the workdir or the data, before anything is created or compiled, FloatingPointError on a NaN/Inf loss and
+    state_checkpoints.CheckpointError when a checkpoint cannot be written."""
     workdir = local_workdir(workdir)
     spec = config_checks.check(config)
     if init_from and not Path(init_from).exists():
@@ -206,7 +207,8 @@ def train(config, workdir, *, init_from=None):
     if manager.latest_step() is not None:
         if init_from:
             logging.warning('%s has a checkpoint: resuming from it, not from --init_from=%s', workdir, init_from)
-        state = state_checkpoints.restore(manager, with_shardings(abstract_state, shardings), train_iter)
+        abstract = with_shardings(abstract_state, shardings)
+        state, _ = state_checkpoints.restore(manager, abstract, train_iter, set_aside=True)
     else:
         state = jax.jit(init, out_shardings=shardings)()
         if init_from:
@@ -285,11 +287,17 @@ def train(config, workdir, *, init_from=None):
                 evaluate(done)
 
             preempted = preemption.reached(done)
+            state_checkpoints.check(manager)
             state_checkpoints.save(manager, done, state, train_iter, force=preempted or done == config.total_steps)
             if preempted:
-                logging.warning('preempted: checkpoint at step %d saved; rerun the same command to resume', done)
+                state_checkpoints.finish(manager)
+                logging.warning(
+                    'stopped by %s: checkpoint at step %d saved; rerun the same command to resume',
+                    preemption.received or 'preemption',
+                    done,
+                )
                 break
-        manager.wait_until_finished()
+        state_checkpoints.finish(manager)
     finally:
         progress.close()
         preemption.close()
@@ -313,6 +321,7 @@ def train(config, workdir, *, init_from=None):
         last_eval_loss=eval_losses[-1] if eval_losses else None,
         images_per_sec=images_per_sec,
         skipped_images=len(getattr(source, 'skipped', ())),
+        stopped_by=preemption.received,  # 'SIGTERM' or 'SIGINT' when a signal stopped the run early
     )
     if is_main:
         print(summary_line(summary, workdir), flush=True)
@@ -370,11 +379,10 @@ def restore_model(workdir, step=None):
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     abstract_state = with_shardings(abstract_state, jax.tree.map(lambda _: device, abstract_state))
     manager = state_checkpoints.make_manager(local_workdir(workdir) / 'checkpoints', config.checkpoint)
-    step = manager.latest_step() if step is None else step
-    if step is None:
+    if not manager.all_steps():
         raise UsageError(f'no checkpoint in {workdir}/checkpoints: the run has not saved one yet')
-    if step not in manager.all_steps():
+    if step is not None and step not in manager.all_steps():
         raise UsageError(f'{workdir} has no checkpoint at step {step}: it has {sorted(manager.all_steps())}')
-    state = state_checkpoints.restore(manager, abstract_state, step=step)
+    state, step = state_checkpoints.restore(manager, abstract_state, step=step)
     graphdef, rest = model_parts(config)
     return nnx.merge(graphdef, state['params'], rest), step, config

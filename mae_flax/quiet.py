@@ -1,0 +1,36 @@
+"""What the commands keep off the terminal: orbax's and tensorstore's echoes of a failed checkpoint read or write,
+which the commands report themselves, once, in one line."""
+
+import logging
+import sys
+
+
+class OrbaxEchoes(logging.Filter):
+    """Drops orbax's tracebacks of a failed background write (hundreds of lines per failure): the loop reports the
+    failure itself, in one line (CheckpointError)."""
+
+    def filter(self, record):
+        return not (record.levelno >= logging.ERROR and 'orbax' in f'{record.pathname} {record.getMessage()}')
+
+    installed = False
+
+    @classmethod
+    def install(cls):
+        """Once per process, for the commands (a library import changes no hook)."""
+        if cls.installed:
+            return
+        cls.installed = True
+        for name in ('absl', 'asyncio'):  # orbax logs through absl; asyncio reports the tasks it abandoned
+            logging.getLogger(name).addFilter(cls())
+        # after a failed write or read, orbax abandons its coroutines and tensorstore completes its futures on the
+        # event loop orbax has closed: each is reported as unraisable (thousands of lines for one damaged file).
+        # The failure itself is reported, once; nothing is lost by dropping these echoes
+        previous = sys.unraisablehook
+
+        def unraisablehook(unraisable):
+            error, code = unraisable.exc_value, getattr(unraisable.object, 'cr_code', None)
+            closed_loop = isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'
+            if not (closed_loop or (code is not None and 'orbax' in code.co_filename)):
+                previous(unraisable)
+
+        sys.unraisablehook = unraisablehook
