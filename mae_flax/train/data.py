@@ -14,12 +14,12 @@ from pathlib import Path
 import grain
 import numpy as np
 import skimage
-from PIL import Image
+from PIL import Image, ImageOps
 
 from mae_core.errors import UsageError
 from mae_core.fields import pair
 
-IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png')
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 # real photographs that ship inside scikit-image: no download
 DEFAULT_PHOTOS = (
     'astronaut.png',
@@ -34,8 +34,38 @@ DEFAULT_PHOTOS = (
 DEFAULT_CROPS_PER_PHOTO = 256  # the default "epoch": this many random crops of each photo
 
 
-def _convert(image, channels):
+SAMPLE = 64  # items of an array source checked at start-up, before anything compiles
+
+
+def to_8bit(image, channels, name):
+    """Any PIL image -> the 8-bit 'L' or 'RGB' picture it shows: EXIF orientation applied, 16- and 32-bit
+    integer images scaled (not clipped to white), float images checked to be in [0, 1], transparency composited
+    over white, palettes and CMYK converted. A ValueError names the file and what was found otherwise."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N', 'F'):
+        array = np.asarray(image, dtype=np.float64)
+        if image.mode == 'F':
+            if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+                raise UsageError(f'{name}: a float image must hold values in [0, 1], found {_range(array)}')
+            top = 1.0
+        else:  # 16-bit PNGs and TIFFs open as 'I' or 'I;16'
+            top = 65535.0 if image.mode.startswith('I;16') or array.max() > 255 else 255.0
+            if array.min() < 0 or array.max() > 65535:
+                raise UsageError(f'{name}: expected 8- or 16-bit pixel values, found {_range(array)}')
+        image = Image.fromarray(np.round(array / top * 255).astype(np.uint8), 'L')
+    if image.mode in ('P', 'PA') and ('transparency' in image.info or image.mode == 'PA'):
+        image = image.convert('RGBA')
+    if image.mode in ('RGBA', 'LA', 'La', 'RGBa'):
+        white = Image.new('RGBA', image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, image.convert('RGBA'))
     return image.convert('L' if channels == 1 else 'RGB')
+
+
+def _range(array):
+    finite = array[np.isfinite(array)]
+    bad = int(array.size - finite.size)
+    span = f'{finite.min():.4g}..{finite.max():.4g}' if finite.size else 'no finite value'
+    return span + (f' and {bad} NaN/Inf' if bad else '')
 
 
 class PhotoSource:
@@ -46,7 +76,7 @@ class PhotoSource:
         self.images = []
         for name in DEFAULT_PHOTOS:
             with Image.open(folder / name) as image:
-                image = _convert(image, channels)
+                image = to_8bit(image, channels, folder / name)
                 # shortest side 4x the crop: crops stay sharp, resizing them stays cheap
                 factor = min(1.0, 4 * max(pair(image_size)) / min(image.size))
                 self.images.append(image.resize((round(image.width * factor), round(image.height * factor))))
@@ -69,9 +99,13 @@ class FolderSource:
             raise UsageError(f'data source {folder} is not a folder, a .npy/.npz file or "default"')
         self.paths = sorted(p for p in folder.rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not self.paths:
-            raise UsageError(f'no images in {folder}: expected .jpg, .jpeg or .png files (searched recursively)')
+            raise UsageError(
+                f'no images in {folder}: expected {", ".join(IMAGE_SUFFIXES)} files (searched recursively)'
+            )
         self.channels = channels
         self.skipped = set()
+        for index in np.linspace(0, len(self.paths) - 1, min(SAMPLE, len(self.paths))).astype(int):
+            self[int(index)]  # a sample decoded at start-up, before anything compiles
 
     def __len__(self):
         return len(self.paths)
@@ -81,7 +115,9 @@ class FolderSource:
             path = self.paths[(index + offset) % len(self.paths)]
             try:
                 with Image.open(path) as image:
-                    return _convert(image, self.channels)
+                    return to_8bit(image, self.channels, path)
+            except UsageError:  # readable, but not what an image file may hold: no silent substitute
+                raise
             except (OSError, ValueError, Image.DecompressionBombError) as error:
                 if path not in self.skipped:
                     self.skipped.add(path)
@@ -93,10 +129,17 @@ class FolderSource:
 
 class ArraySource:
     """Images from a .npy file or a .npz file (its 'images' array, else its only one): (n, h, w, c), uint8 or
-    float in [0, 1]."""
+    float in [0, 1]. Values outside what the dtype says (float outside [0, 1], NaN, Inf) are an error naming the
+    file and the item: a sample is checked at start-up, every item as it is read."""
 
     def __init__(self, path, channels):
-        arrays = np.load(path, mmap_mode='r' if str(path).endswith('.npy') else None)
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise UsageError(f'data source {path}: no such file')
+        try:
+            arrays = np.load(self.path, mmap_mode='r' if self.path.suffix == '.npy' else None, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as error:  # a text file, pickled objects, a truncated array
+            raise UsageError(f'data source {path} is not a numpy array file ({type(error).__name__})') from None
         if not isinstance(arrays, np.ndarray):
             names = list(arrays.keys())
             if 'images' not in names and len(names) != 1:
@@ -107,14 +150,25 @@ class ArraySource:
         if arrays.dtype != np.uint8 and not np.issubdtype(arrays.dtype, np.floating):
             raise UsageError(f'{path}: expected uint8 or float images in [0, 1], got {arrays.dtype}')
         self.arrays = arrays
+        for index in np.linspace(0, len(arrays) - 1, min(SAMPLE, len(arrays))).astype(int):
+            self._checked(index)
+
+    def _checked(self, index):
+        image = np.asarray(self.arrays[index])
+        if image.dtype != np.uint8 and (not np.isfinite(image).all() or image.min() < 0 or image.max() > 1):
+            raise UsageError(
+                f'{self.path}: image {index} is float, so its values must be in [0, 1]; found {_range(image)} '
+                '(uint8 arrays hold 0..255)'
+            )
+        return image
 
     def __len__(self):
         return len(self.arrays)
 
     def __getitem__(self, index):
-        image = np.asarray(self.arrays[index])
+        image = self._checked(index)
         if image.dtype != np.uint8:
-            image = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+            image = (image * 255).round().astype(np.uint8)
         return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
 
 

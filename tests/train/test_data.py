@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mae_core.errors import UsageError
 from mae_flax.configs import mae
 from mae_flax.train import data, optim, sharding, trainer
 
@@ -47,11 +48,11 @@ def test_unreadable_images_are_skipped_with_a_warning(tmp_path):
     (tmp_path / 'sub').mkdir()
     (tmp_path / 'sub' / 'broken.jpg').write_bytes(b'not a jpeg')
     (tmp_path / 'truncated.png').write_bytes((tmp_path / 'good0.png').read_bytes()[:40])
-    source = data.make_source(str(tmp_path), (16, 16), 3)
-    assert len(source) == 5  # recursive
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
+        source = data.make_source(str(tmp_path), (16, 16), 3)  # a sample is decoded at start-up
         (batch, *_), _ = batches(source, 3)
+    assert len(source) == 5  # recursive
     assert batch.shape == (8, 16, 16, 3)
     assert {p.name for p in source.skipped} == {'broken.jpg', 'truncated.png'}
     assert any('skipping unreadable image' in str(w.message) for w in caught)
@@ -101,3 +102,83 @@ def test_fsdp_shards_the_largest_divisible_dimension():
     assert sharding.fsdp_spec((96, 47), 4) == sharding.P('fsdp', None)
     assert sharding.fsdp_spec((3, 5), 4) == sharding.P()
     assert sharding.fsdp_spec((64, 64), 1) == sharding.P()
+
+
+def _gradient(height=8, width=16):
+    return np.tile(np.linspace(0, 1, width), (height, 1))  # (h, w) in [0, 1]
+
+
+def test_a_16_bit_png_is_scaled_not_clipped_to_white(tmp_path):
+    values = (_gradient() * 65535).round().astype(np.uint16)
+    Image.fromarray(values).save(tmp_path / 'deep.png')
+    with Image.open(tmp_path / 'deep.png') as image:
+        assert image.mode.startswith('I')
+        pixels = np.asarray(data.to_8bit(image, 3, 'deep.png'))
+    np.testing.assert_allclose(pixels[..., 0], values / 257, atol=0.51)  # what an 8-bit PNG of it would hold
+    assert pixels.min() == 0 and pixels.max() == 255 and len(np.unique(pixels)) > 10
+
+
+def test_transparency_is_composited_over_white(tmp_path):
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 0], rgba[:4, :, 3], rgba[4:, :, 3] = 200, 255, 0  # top opaque red-ish, bottom fully transparent
+    Image.fromarray(rgba, 'RGBA').save(tmp_path / 'alpha.png')
+    Image.fromarray(rgba, 'RGBA').convert('P').save(tmp_path / 'palette.png', transparency=0)
+    with Image.open(tmp_path / 'alpha.png') as image:
+        pixels = np.asarray(data.to_8bit(image, 3, 'alpha.png'))
+    assert tuple(pixels[0, 0]) == (200, 0, 0) and tuple(pixels[-1, -1]) == (255, 255, 255)
+    with Image.open(tmp_path / 'palette.png') as image:
+        assert np.asarray(data.to_8bit(image, 3, 'palette.png')).shape == (8, 8, 3)
+
+
+def test_exif_rotation_and_cmyk_are_honoured(tmp_path):
+    picture = Image.fromarray((np.stack([_gradient(8, 16)] * 3, -1) * 255).astype(np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: the camera was turned; viewers rotate 90 degrees clockwise
+    picture.save(tmp_path / 'turned.jpg', exif=exif, quality=95)
+    picture.convert('CMYK').save(tmp_path / 'cmyk.jpg', quality=95)
+    with Image.open(tmp_path / 'turned.jpg') as image:
+        assert np.asarray(data.to_8bit(image, 3, 'turned.jpg')).shape == (16, 8, 3)  # upright, as shown
+    with Image.open(tmp_path / 'cmyk.jpg') as image:
+        assert image.mode == 'CMYK'
+        np.testing.assert_allclose(
+            np.asarray(data.to_8bit(image, 3, 'cmyk.jpg'), float), np.asarray(picture, float), atol=12
+        )
+
+
+def test_a_float_image_outside_zero_one_is_an_error_naming_the_file(tmp_path):
+    Image.fromarray((_gradient() * 255).astype(np.float32), 'F').save(tmp_path / 'hdr.tif')
+    with pytest.raises(UsageError, match=r'hdr.tif: a float image must hold values in \[0, 1\], found 0..255'):
+        data.make_source(str(tmp_path), (16, 16), 3)
+
+
+@pytest.mark.parametrize(
+    ('values', 'message'),
+    [
+        (lambda a: a * 255, r'image 0 is float, so its values must be in \[0, 1\]; found 0..255'),
+        (lambda a: np.where(a > 0.5, np.nan, a), r'and \d+ NaN/Inf'),
+    ],
+)
+def test_float_arrays_outside_zero_one_are_refused_at_start_up(tmp_path, values, message):
+    np.save(tmp_path / 'images.npy', values(np.stack([np.stack([_gradient(16, 16)] * 3, -1)] * 4)).astype(np.float32))
+    with pytest.raises(UsageError, match=message):
+        data.make_source(str(tmp_path / 'images.npy'), (16, 16), 3)
+
+
+def test_a_bad_item_beyond_the_start_up_sample_is_refused_when_read(tmp_path):
+    images = np.random.default_rng(0).random((100, 16, 16, 3)).astype(np.float32)
+    sampled = set(np.linspace(0, 99, data.SAMPLE).astype(int))
+    bad = next(i for i in range(100) if i not in sampled)
+    images[bad, 0, 0, 0] = np.inf
+    np.save(tmp_path / 'images.npy', images)
+    source = data.make_source(str(tmp_path / 'images.npy'), (16, 16), 3)
+    with pytest.raises(UsageError, match=f'image {bad} is float'):
+        source[bad]
+
+
+def test_missing_and_non_array_files_are_one_line_errors_that_never_suggest_unpickling(tmp_path):
+    with pytest.raises(UsageError, match='no such file'):
+        data.make_source(str(tmp_path / 'missing.npy'), (16, 16), 3)
+    (tmp_path / 'notes.npy').write_text('not an array')
+    with pytest.raises(UsageError, match='is not a numpy array file') as error:
+        data.make_source(str(tmp_path / 'notes.npy'), (16, 16), 3)
+    assert 'pickle' not in str(error.value)
