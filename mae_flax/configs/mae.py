@@ -91,6 +91,10 @@ def get_config(variant='tiny'):
         variant = variant.removeprefix('mae_')
     if variant == 'tiny':
         config.optim.base_lr = 1e-2  # a small model on little data takes a large step
+        # ~1 minute on 2 cores: by then the reconstructions carry each photo's colours and its coarse light and
+        # dark layout (eval loss 1.77 -> 0.59); after 500 steps they were still colour blobs
+        config.update(total_steps=1000, image_every=250)
+        config.checkpoint.every_steps = 250
     elif variant == 'smoke' and config.model.family == official.NAME:
         config.model.encoder.update(img_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=2)
         config.model.mae.update(decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)

@@ -64,7 +64,7 @@ def save_loss_curve(records, path, size=(720, 420)):
     steps = np.array([step for step, _ in train + evals], dtype=np.float64)
     losses = np.array([value for _, value in train], dtype=np.float64)
     width, height = size
-    left, right, top, bottom = 70, 20, 30, 50
+    left, right, top, bottom = 90, 20, 50, 50
     values = np.concatenate([losses, [value for _, value in evals]])
     low, high = float(values.min()), float(values.max())
     high = high if high > low else low + 1.0
@@ -83,20 +83,28 @@ def save_loss_curve(records, path, size=(720, 420)):
     for value in _ticks(low, high):
         _, y = xy(first, value)
         draw.line((left - 5, y, left, y), fill='black')
-        draw.text((5, y - 6), f'{value:.4g}', fill='black', font=font)
+        draw.text((24, y - 6), f'{value:.4g}', fill='black', font=font)
     for value in _ticks(first, last):
         x, _ = xy(value, low)
         draw.line((x, height - bottom, x, height - bottom + 5), fill='black')
         draw.text((x - 12, height - bottom + 8), f'{math.floor(value)}', fill='black', font=font)
     draw.text((width // 2 - 15, height - 22), 'step', fill='black', font=font)
+    title = 'MAE pretraining: reconstruction loss of the masked patches'
+    draw.text(((width - draw.textlength(title, font=font)) // 2, 6), title, fill='black', font=font)
+    # the y axis: its label written sideways
+    label = 'loss (MSE, standardised pixels)'
+    label_image = Image.new('RGB', (int(draw.textlength(label, font=font)) + 4, 14), 'white')
+    ImageDraw.Draw(label_image).text((2, 1), label, fill='black', font=font)
+    label_image = label_image.rotate(90, expand=True)
+    image.paste(label_image, (6, top + (height - top - bottom - label_image.height) // 2))
     if len(train) > 1:
         draw.line([xy(step, value) for step, value in train], fill=(31, 119, 180), width=2)
-    draw.text((left + 10, 8), 'train loss', fill=(31, 119, 180), font=font)
+    draw.text((left + 10, 28), 'train loss', fill=(31, 119, 180), font=font)
     if evals:
         for step, value in evals:
             x, y = xy(step, value)
             draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=(214, 39, 40))
-        draw.text((left + 100, 8), 'eval loss (fixed batch and mask)', fill=(214, 39, 40), font=font)
+        draw.text((left + 100, 28), 'eval loss (fixed images and masks)', fill=(214, 39, 40), font=font)
     with atomic_path(path) as tmp:
         image.save(tmp, format='PNG')
     return path

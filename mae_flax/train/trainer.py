@@ -5,6 +5,7 @@ The same code runs on one CPU and on a TPU pod: every array is a global jax.Arra
 each process feeds only its rows of the batch, and only process 0 writes logs and images.
 """
 
+import collections
 import functools
 import json
 import logging
@@ -253,7 +254,8 @@ def train(config, workdir, *, init_from=None):
         initial_eval_loss = evaluate(0)
         if writer and initial_eval_loss is not None:
             writer.write(0, dict(eval_loss=initial_eval_loss))
-    first_loss = last_loss = None
+    losses = collections.deque(maxlen=config.log_every)  # this run's last logging window
+    first_window = []  # and its first
     window_start, window_steps, steady_start = time.perf_counter(), 0, None
     try:
         for step in range(start, config.total_steps):
@@ -267,12 +269,13 @@ def train(config, workdir, *, init_from=None):
                     f'loss is {metrics["loss"]} at step {done}: stopping; the last good checkpoint '
                     f'(step {manager.latest_step()}) is kept in {manager.directory}'
                 )
-            first_loss = metrics['loss'] if first_loss is None else first_loss
-            last_loss = metrics['loss']
+            losses.append(metrics['loss'])
+            if len(first_window) < config.log_every:
+                first_window.append(metrics['loss'])
             steady_start = steady_start or time.perf_counter()  # after the first step, which compiles
             window_steps += 1
+            progress.set_postfix(loss=f'{metrics["loss"]:.4f}', refresh=False)  # before update, which draws
             progress.update(1)
-            progress.set_postfix(loss=f'{last_loss:.4f}', refresh=False)
 
             if done % config.log_every == 0 or done == config.total_steps:
                 elapsed = time.perf_counter() - window_start
@@ -282,7 +285,7 @@ def train(config, workdir, *, init_from=None):
                     metrics['eval_loss'] = evaluate(done)
                 if writer:
                     writer.write(done, metrics)
-                progress.set_postfix(loss=f'{last_loss:.4f}', img_s=f'{metrics["images_per_sec"]:.0f}')
+                progress.set_postfix(loss=f'{metrics["loss"]:.4f}', img_s=f'{metrics["images_per_sec"]:.0f}')
             elif done % config.image_every == 0:
                 evaluate(done)
 
@@ -315,8 +318,10 @@ def train(config, workdir, *, init_from=None):
     summary = dict(
         step=done,
         steps_run=steps_run,
-        first_loss=first_loss,
-        last_loss=last_loss,
+        # averages over this run's first and last logging windows: single steps are too noisy to compare
+        first_loss=float(np.mean(first_window)) if first_window else None,
+        last_loss=float(np.mean(losses)) if losses else None,
+        window=config.log_every,
         first_eval_loss=eval_losses[0] if eval_losses else None,
         last_eval_loss=eval_losses[-1] if eval_losses else None,
         images_per_sec=images_per_sec,
@@ -333,14 +338,19 @@ def summary_line(summary, workdir):
         return f'nothing to do: {workdir} is already at step {summary["step"]}'
     line = (
         f'done: step {summary["step"]} ({summary["steps_run"]} this run), '
-        f'loss {summary["first_loss"]:.4f} -> {summary["last_loss"]:.4f}'
+        f'mean loss of the first / last {summary["window"]} steps {summary["first_loss"]:.4f} -> {summary["last_loss"]:.4f}'
     )
     if summary['first_eval_loss'] is not None:
-        line += f', eval loss {summary["first_eval_loss"]:.4f} -> {summary["last_eval_loss"]:.4f}'
+        line += (
+            f', eval loss (fixed images and masks) {summary["first_eval_loss"]:.4f} -> {summary["last_eval_loss"]:.4f}'
+        )
     line += f', {summary["images_per_sec"]:.0f} images/s'
     if summary['skipped_images']:
         line += f', {summary["skipped_images"]} unreadable images skipped'
-    return line + f'; checkpoints, metrics.jsonl, tensorboard/, images/ and loss_curve.png in {workdir}'
+    return line + (
+        f'; in {workdir}: checkpoints, metrics.jsonl, tensorboard/, loss_curve.png and images/ (each row: original | '
+        'masked | reconstruction of the masked patches | the same with the visible patches pasted back)'
+    )
 
 
 def local_workdir(workdir):

@@ -6,11 +6,15 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
+import numpy as np
 import pytest
 
 from mae_flax.cli import convert
-from tests.train.conftest import REPO, SMOKE, environment, losses, train
+from mae_flax.convert import to_torch_state_dict
+from mae_flax.train import trainer
+from tests.train.conftest import REPO, SMOKE, environment, finish, losses, start, train
 
 SIGNAL_AT = str(REPO / 'tests/train/signal_at.py')
 
@@ -97,3 +101,41 @@ def test_a_full_disk_stops_at_the_first_failed_save_with_one_line_and_no_partial
     assert 'OUT_OF_RANGE' not in result.stderr  # orbax's hundreds of lines of tracebacks are not shown
     assert not list((tmp_path / 'checkpoints').glob('*tmp*')) and checkpoint_steps(tmp_path) == []
     assert max(losses(tmp_path)) < 12  # it stopped, it did not train on without checkpoints
+
+
+def _kill_after(process, metrics, new_lines, delay):
+    """SIGKILL once `metrics` has `new_lines` more lines (steps logged) and `delay` more seconds have passed."""
+    start_lines = len(metrics.read_text().splitlines()) if metrics.exists() else 0
+    while process.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= start_lines + new_lines:
+            time.sleep(delay)
+            process.kill()
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_killed_at_twenty_random_points_the_run_ends_bitwise_as_an_uninterrupted_one(smoke_run, tmp_path):
+    # SIGKILL at seeded random points: 0-5 steps into a run and up to 0.3 s later, which lands in start-up, in
+    # steps and in the background writes of checkpoints (every 4 steps) alike; each restart resumes
+    rng = np.random.default_rng(20261129)
+    flags = [SMOKE, f'--workdir={tmp_path}']
+    kills = 0
+    while kills < 20:
+        process = start(flags)
+        killed = _kill_after(process, tmp_path / 'metrics.jsonl', int(rng.integers(0, 6)), rng.uniform(0, 0.3))
+        result = finish(process)
+        kills += killed
+        if not killed:
+            assert result.returncode == 0, result.stderr[-2000:]
+            break
+    finished = train(flags)  # whatever was left, or nothing
+    assert 'done: step 12' in finished.stdout or 'nothing to do' in finished.stdout
+    assert kills >= 10  # the run is long enough that most of the 20 land before it finishes
+    assert losses(tmp_path) == losses(smoke_run[0])
+    reference, _, _ = trainer.restore_model(smoke_run[0])
+    resumed, step, _ = trainer.restore_model(tmp_path)
+    assert step == 12
+    expected, actual = to_torch_state_dict(reference), to_torch_state_dict(resumed)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(actual[key], value, err_msg=key)

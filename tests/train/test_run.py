@@ -22,7 +22,7 @@ def test_run_writes_checkpoints_metrics_and_pictures(smoke_run):
     # the run's model description, in the one form every tool reads and writes
     model = json.loads((workdir / 'config.json').read_text())['model']
     assert model == ModelSpec.from_dict(model).to_dict() and model['encoder']['image_size'] == 16
-    assert 'done: step 12 (12 this run), loss' in result.stdout
+    assert 'done: step 12 (12 this run), mean loss of the first / last 1 steps' in result.stdout
     # a newcomer's log: no error-looking probing for accelerators the machine does not have
     assert 'libtpu' not in result.stderr and 'Traceback' not in result.stderr
 
