@@ -24,3 +24,13 @@ def test_console_script_resolves_when_installed(script):
     if script not in entry_points:
         pytest.skip('twin-mae is not installed (pip install -e .)')
     assert entry_points[script].load() is importlib.import_module(f'mae_flax.cli.{SCRIPTS[script]}').run
+
+
+def test_mae_export_help_lists_its_flags_and_exits_0(capsys):
+    from mae_flax.cli import export
+
+    with pytest.raises(SystemExit) as exit_info:
+        export.run(['--help'])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0 and out.startswith('usage: mae-export')
+    assert all(flag in out for flag in ('--workdir', '--out', '--step', '--encoder_only'))
