@@ -93,7 +93,9 @@ def _read_file(path):
             return 'flax' if flax_keys else 'torch', safetensors.numpy.load_file(path)
         return 'torch', load_state_dict_file(path)
     except pickle.UnpicklingError as error:
-        if 'Weights only load failed' not in str(error):
+        with open(path, 'rb') as file:
+            pickled = file.read(2) in (b'PK', *(bytes([0x80, protocol]) for protocol in range(2, 6)))  # zip or pickle
+        if 'Weights only load failed' not in str(error) or not pickled:
             raise UsageError(f'{path} is not a readable {path.suffix} checkpoint (not a torch.save file)') from error
         hint = ' (a whole nn.Module?): save model.state_dict() instead' if 'torch.nn' in str(error) else ''
         raise UsageError(

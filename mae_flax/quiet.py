@@ -30,7 +30,20 @@ class OrbaxEchoes(logging.Filter):
         def unraisablehook(unraisable):
             error, code = unraisable.exc_value, getattr(unraisable.object, 'cr_code', None)
             closed_loop = isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'
-            if not (closed_loop or (code is not None and 'orbax' in code.co_filename)):
+            from_orbax = (code is not None and 'orbax' in code.co_filename) or _raised_in_orbax(error)
+            if not (closed_loop or from_orbax):
                 previous(unraisable)
 
         sys.unraisablehook = unraisablehook
+
+
+def _raised_in_orbax(error):
+    """Whether `error`, or an error it was raised from, passed through orbax (a coroutine, future or task of it)."""
+    while error is not None:
+        traceback = error.__traceback__
+        while traceback is not None:
+            if 'orbax' in traceback.tb_frame.f_code.co_filename:
+                return True
+            traceback = traceback.tb_next
+        error = error.__cause__ or error.__context__
+    return False
