@@ -166,8 +166,13 @@ def _hf_config(folder):
 def _read_hf_folder(folder, flags):
     config = _hf_config(folder)
     processor_path = folder / 'preprocessor_config.json'
-    processor = json.loads(processor_path.read_text()) if processor_path.is_file() else None
-    given = hf.given_from_config(config, processor, 'config.json')
+    try:
+        processor = json.loads(processor_path.read_text()) if processor_path.is_file() else None
+        given = hf.given_from_config(config, processor, 'config.json')
+    except json.JSONDecodeError as error:
+        raise UsageError(f'{processor_path} is not valid JSON ({error})') from error
+    except KeyError as error:
+        raise UsageError(f'{folder / "config.json"} has no {error} field: not a ViTMAE config') from error
     given |= {field: (value, 'given') for field, value in flags.items()}
     _check_flags_apply(flags, 'official', folder)
     arrays = hf_folder_state_dict(folder)
