@@ -3,6 +3,7 @@ which the commands report themselves, once, in one line."""
 
 import logging
 import sys
+import warnings
 
 
 class OrbaxEchoes(logging.Filter):
@@ -25,6 +26,8 @@ class OrbaxEchoes(logging.Filter):
         # after a failed write or read, orbax abandons its coroutines and tensorstore completes its futures on the
         # event loop orbax has closed: each is reported as unraisable (thousands of lines for one damaged file).
         # The failure itself is reported, once; nothing is lost by dropping these echoes
+        # and the coroutines it abandoned are reported at exit as never awaited (no coroutine of ours is)
+        warnings.filterwarnings('ignore', message="coroutine '.*' was never awaited", category=RuntimeWarning)
         previous = sys.unraisablehook
 
         def unraisablehook(unraisable):
