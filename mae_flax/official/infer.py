@@ -10,14 +10,12 @@ number of patches (the position table's rows, less the cls row) and the decoder'
 - an encoder file's decoder: assumed facebookresearch/mae's (512 wide, 8 blocks, 16 heads), freshly initialised.
 """
 
-import math
-
 from mae_core import official
 from mae_core.errors import UsageError
-from mae_core.fields import compact, pair
+from mae_core.fields import compact
 from mae_core.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 from mae_flax.official.table import _NAMES
-from mae_flax.shape_inference import Fields
+from mae_flax.shape_inference import Fields, read_image_size
 
 
 def _count(arrays, blocks, first_part):
@@ -51,23 +49,7 @@ def infer(arrays, given, name):
     fields.read('in_chans', weight.shape[1])
     patch = fields.read('patch_size', compact(weight.shape[2:]))
     num_patches = arrays[names['pos']].shape[-2] - 1
-    if 'img_size' in fields.given:
-        image, patch_hw = pair(fields.given['img_size'][0]), pair(patch)
-        if (
-            image[0] % patch_hw[0]
-            or image[1] % patch_hw[1]
-            or (image[0] // patch_hw[0]) * (image[1] // patch_hw[1]) != num_patches
-        ):
-            raise UsageError(
-                f'img_size {image} in patches of {patch_hw} does not give the {num_patches} patches the position '
-                'table has: check --img_size'
-            )
-        fields.read('img_size', compact(image))
-    else:
-        side = math.isqrt(num_patches)
-        if side * side != num_patches:
-            raise UsageError(f'{num_patches} patches are not a square grid: pass --img_size (height x width)')
-        fields.read('img_size', compact((side * pair(patch)[0], side * pair(patch)[1])), 'inferred, square assumed')
+    read_image_size(fields, 'img_size', patch, num_patches, 'position table')
     fields.read('depth', _count(arrays, encoder_blocks, block['norm1']))
     fc1 = f'{block["fc1"]}.weight'
     fields.read('mlp_ratio', arrays[f'{encoder_blocks}.0.{fc1}'].shape[0] / embed_dim)

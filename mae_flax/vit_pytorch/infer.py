@@ -20,7 +20,7 @@ from mae_core import vit_pytorch
 from mae_core.errors import UsageError
 from mae_core.fields import compact, pair
 from mae_core.spec import ModelSpec
-from mae_flax.shape_inference import INFERRED, Fields
+from mae_flax.shape_inference import INFERRED, Fields, read_image_size
 
 
 def _sizes(fields, patch_dim, num_patches):
@@ -48,20 +48,7 @@ def _sizes(fields, patch_dim, num_patches):
         fields.read('patch_size', side, f'{INFERRED}, square assumed')
     patch = pair(fields.values['patch_size'])
 
-    if 'image_size' in fields.given:
-        image = pair(compact(fields.given['image_size'][0]))
-        grid = (image[0] // patch[0], image[1] // patch[1])
-        if image[0] % patch[0] or image[1] % patch[1] or grid[0] * grid[1] != num_patches:
-            raise UsageError(
-                f'image_size {image} in patches of {patch} does not give the {num_patches} patches the '
-                'pos_embedding has: check --image_size'
-            )
-        fields.read('image_size', compact(image))
-    else:
-        side = math.isqrt(num_patches)
-        if side * side != num_patches:
-            raise UsageError(f'{num_patches} patches are not a square grid: pass --image_size (height x width)')
-        fields.read('image_size', compact((side * patch[0], side * patch[1])), f'{INFERRED}, square assumed')
+    read_image_size(fields, 'image_size', patch, num_patches, 'pos_embedding')
 
 
 def _depth(arrays, prefix):
