@@ -11,7 +11,11 @@ class OrbaxEchoes(logging.Filter):
     failure itself, in one line (CheckpointError)."""
 
     def filter(self, record):
-        return not (record.levelno >= logging.ERROR and 'orbax' in f'{record.pathname} {record.getMessage()}')
+        if record.levelno < logging.ERROR:
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        # orbax's own log lines, and asyncio's "exception was never retrieved" for the futures orbax abandoned
+        return not ('orbax' in f'{record.pathname} {record.getMessage()}' or _raised_in_orbax(error))
 
     installed = False
 
