@@ -28,3 +28,23 @@ def random_masking(noise, num_masked, convention=VIT_PYTORCH):
 def gather_tokens(tokens, indices):
     """tokens (b, n, d), indices (b, k) -> (b, k, d)."""
     return jnp.take_along_axis(tokens, indices[..., None], axis=1)
+
+
+@jax.custom_vjp
+def permute_tokens(tokens, order, inverse):
+    """tokens (b, n, d) in `order` (b, n), a permutation of the n positions whose inverse is `inverse`:
+    out[:, i] = tokens[:, order[:, i]]. Its gradient is the same gather through `inverse`, where the autodiff
+    transpose of a gather would scatter-add (and sort its indices): a permutation's transpose is its inverse."""
+    return gather_tokens(tokens, order)
+
+
+def _permute_forward(tokens, order, inverse):
+    return gather_tokens(tokens, order), (order, inverse)
+
+
+def _permute_backward(residuals, cotangent):
+    _, inverse = residuals
+    return gather_tokens(cotangent, inverse), None, None
+
+
+permute_tokens.defvjp(_permute_forward, _permute_backward)

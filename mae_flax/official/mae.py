@@ -16,7 +16,7 @@ from mae_core.contract import MAEOutput
 from mae_core.fields import pair
 from mae_core.official import FACTORIES, MASKING, sincos_pos_embed
 from mae_flax.layers import gelu, torch_layer_norm, xavier_linear
-from mae_flax.masking import check_noise, gather_tokens, random_masking
+from mae_flax.masking import check_noise, permute_tokens, random_masking
 from mae_flax.patches import check_image, patchify, unpatchify
 
 
@@ -172,7 +172,12 @@ class MaskedAutoencoderViT(nnx.Module):
             noise = jax.random.uniform(self.noise_rng(), (batch, num_patches))
         check_noise(noise, batch, num_patches)
         masked_indices, kept_indices = random_masking(noise, num_masked, MASKING)  # (N, L - keep), (N, keep)
-        tokens = gather_tokens(tokens, kept_indices)  # (N, keep, D)
+        # every reordering is a full permutation (then a slice): the backward pass gathers through the inverse
+        # permutation, with no scatter and no sort (permute_tokens)
+        keep = num_patches - num_masked
+        order = jnp.concatenate((kept_indices, masked_indices), axis=1)  # (N, L): noise order, kept first
+        restore = jnp.argsort(order, axis=-1)  # (N, L): patch i's place in that order
+        tokens = permute_tokens(tokens, order, restore)[:, :keep]  # (N, keep, D)
         cls_tokens = jnp.broadcast_to(
             self.cls_token[...].astype(dtype) + pos_embed[:, :1, :], (batch, 1, self.embed_dim)
         )
@@ -187,8 +192,7 @@ class MaskedAutoencoderViT(nnx.Module):
             self.mask_token[...].astype(decoder_tokens.dtype), (batch, num_masked, self.decoder_embed_dim)
         )
         shuffled = jnp.concatenate((decoder_tokens[:, 1:], mask_tokens), axis=1)  # (N, L, Dd) in noise order
-        restore_indices = jnp.argsort(jnp.concatenate((kept_indices, masked_indices), axis=1), axis=-1)  # (N, L)
-        decoder_input = jnp.concatenate((decoder_tokens[:, :1], gather_tokens(shuffled, restore_indices)), axis=1)
+        decoder_input = jnp.concatenate((decoder_tokens[:, :1], permute_tokens(shuffled, restore, order)), axis=1)
         decoder_input = decoder_input + jnp.asarray(self.decoder_pos_embed, decoder_input.dtype)  # (N, 1 + L, Dd)
         tokens = decoder_input
         for block in self.decoder_blocks:
@@ -196,7 +200,7 @@ class MaskedAutoencoderViT(nnx.Module):
         decoded_tokens = self.decoder_norm(tokens)
         pred = self.decoder_pred(decoded_tokens)[:, 1:, :]  # (N, L, p*q*C), the cls token removed
 
-        mask = jnp.ones((batch, num_patches), jnp.float32).at[jnp.arange(batch)[:, None], kept_indices].set(0)
+        mask = (restore >= keep).astype(jnp.float32)  # (N, L), 1 = removed: its place in the order is past the kept
         loss = forward_loss(target, pred, mask, self.norm_pix_loss)
         if not return_outputs:
             return loss, pred, mask
@@ -207,7 +211,8 @@ class MaskedAutoencoderViT(nnx.Module):
             decoder_input=decoder_input,
             decoded_tokens=decoded_tokens,
         )
-        masked_patches, pred_pixel_values = gather_tokens(target, masked_indices), gather_tokens(pred, masked_indices)
+        masked_patches = permute_tokens(target, order, restore)[:, keep:]
+        pred_pixel_values = permute_tokens(pred, order, restore)[:, keep:]
         return MAEOutput(loss, pred_pixel_values, masked_patches, masked_indices, kept_indices, intermediates)
 
 

@@ -8,7 +8,7 @@ from flax import nnx
 from mae_core.contract import MAEOutput
 from mae_core.vit_pytorch import MASKING
 from mae_flax.layers import torch_linear
-from mae_flax.masking import check_noise, gather_tokens, random_masking
+from mae_flax.masking import check_noise, permute_tokens, random_masking
 from mae_flax.patches import check_image, patchify
 from mae_flax.vit_pytorch.vit import Transformer
 
@@ -87,25 +87,27 @@ class MAE(nnx.Module):
         check_noise(noise, batch, num_patches)
         masked_indices, unmasked_indices = random_masking(noise, self.num_masked, MASKING)  # (b, m), (b, n - m)
 
-        tokens = gather_tokens(tokens, unmasked_indices)  # (b, n - m, d)
-        masked_patches = gather_tokens(patches, masked_indices)  # (b, m, patch_dim)
+        # every reordering is a full permutation (then a slice), so that the backward pass gathers through the
+        # inverse permutation: no scatter, no sort (permute_tokens)
+        order = jnp.concatenate((masked_indices, unmasked_indices), axis=1)  # (b, n): noise order, masked first
+        restore = jnp.argsort(order, axis=-1)  # (b, n): its inverse, back to patch order
+        m = self.num_masked
+        tokens = permute_tokens(tokens, order, restore)[:, m:]  # (b, n - m, d)
+        masked_patches = permute_tokens(patches, order, restore)[:, :m]  # (b, m, patch_dim)
 
         encoded_tokens = encoder.transformer(tokens)  # (b, n - m, d)
         decoder_tokens = self.enc_to_dec(encoded_tokens) if self.enc_to_dec is not None else encoded_tokens
 
         # back to patch order with a gather through the inverse permutation, not a scatter (faster on TPU);
         # adding positions after the gather gives the same sums as adding them before
-        mask_tokens = repeat(
-            self.mask_token[...].astype(decoder_tokens.dtype), 'd -> b m d', b=batch, m=self.num_masked
-        )
+        mask_tokens = repeat(self.mask_token[...].astype(decoder_tokens.dtype), 'd -> b m d', b=batch, m=m)
         shuffled_tokens = jnp.concatenate((mask_tokens, decoder_tokens), axis=1)  # (b, n, decoder_dim) in noise order
-        restore_indices = jnp.argsort(jnp.concatenate((masked_indices, unmasked_indices), axis=1), axis=-1)  # (b, n)
         decoder_pos_emb = self.decoder_pos_emb[:num_patches].astype(decoder_tokens.dtype)
-        decoder_input = gather_tokens(shuffled_tokens, restore_indices) + decoder_pos_emb
+        decoder_input = permute_tokens(shuffled_tokens, restore, order) + decoder_pos_emb
         decoded_tokens = self.decoder(decoder_input)  # (b, n, decoder_dim)
 
         # splice out the mask tokens and project to pixel values
-        pred_pixel_values = self.to_pixels(gather_tokens(decoded_tokens, masked_indices))  # (b, m, patch_dim)
+        pred_pixel_values = self.to_pixels(permute_tokens(decoded_tokens, order, restore)[:, :m])  # (b, m, patch_dim)
 
         loss = reconstruction_loss(pred_pixel_values, masked_patches, self.norm_pix_loss)
         if not return_outputs:
