@@ -13,16 +13,18 @@ from mae_core.errors import UsageError
 BATCH_AXES = ('data', 'fsdp')
 
 
-def make_mesh(data, fsdp):
-    """A (data, fsdp) mesh; data=-1 takes every device not used by fsdp."""
-    num_devices = jax.device_count()
+def make_mesh(data, fsdp, devices=None):
+    """A (data, fsdp) mesh over `devices` (default: every device of the job); data=-1 takes every device not used
+    by fsdp. Pass a TPU topology's devices to compile for a slice this machine does not have."""
+    devices = jax.devices() if devices is None else list(devices)
+    num_devices = len(devices)
     if fsdp < 1 or num_devices % fsdp:
         raise UsageError(f'config.mesh.fsdp must be a positive divisor of the {num_devices} devices, got {fsdp}')
     data = num_devices // fsdp if data == -1 else data
     if data < 1 or data * fsdp > num_devices:
         raise UsageError(f'config.mesh data={data} x fsdp={fsdp} needs {data * fsdp} devices, there are {num_devices}')
     axis_types = (jax.sharding.AxisType.Auto,) * 2
-    return jax.make_mesh((data, fsdp), BATCH_AXES, axis_types, devices=jax.devices()[: data * fsdp])
+    return jax.make_mesh((data, fsdp), BATCH_AXES, axis_types, devices=devices[: data * fsdp])
 
 
 def fsdp_spec(shape, fsdp_size):

@@ -12,7 +12,9 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -116,6 +118,43 @@ def make_train_step(config, graphdef, rest, tx, schedule, mesh):
     return train_step
 
 
+class StepProgram(NamedTuple):
+    """Everything the training step is made of, built once from the config and the mesh; the same program that
+    `train` runs is what the benchmarks time and compile for other topologies (benchmarks/tpu_aot.py)."""
+
+    tx: optax.GradientTransformation
+    schedule: Callable
+    init: Callable  # () -> the initial state, unsharded
+    abstract_state: dict  # ShapeDtypeStructs of the state
+    shardings: dict  # NamedShardings of the state
+    graphdef: nnx.GraphDef
+    rest: nnx.State
+    train_step: Callable  # jitted (state, uint8 batch (b, h, w, c)) -> (state, metrics); the state is donated
+
+    @classmethod
+    def build(cls, config, mesh):
+        tx, schedule = optim.make_optimizer(config)
+        init = functools.partial(init_state, config, tx)
+        abstract_state = jax.eval_shape(init)
+        shardings = sharding.state_shardings(abstract_state, mesh)
+        graphdef, rest = model_parts(config)
+        train_step = jax.jit(
+            make_train_step(config, graphdef, rest, tx, schedule, mesh),
+            in_shardings=(shardings, sharding.batch_sharding(mesh)),
+            out_shardings=(shardings, sharding.replicated(mesh)),
+            donate_argnums=0,
+        )
+        return cls(tx, schedule, init, abstract_state, shardings, graphdef, rest, train_step)
+
+    def abstract_inputs(self, config, mesh):
+        """(state, batch) as ShapeDtypeStructs with their shardings: what `train_step.lower` takes."""
+        size, channels = model_spec(config).image_size, model_spec(config).channels
+        batch = jax.ShapeDtypeStruct(
+            (config.batch_size, *size, channels), jnp.uint8, sharding=sharding.batch_sharding(mesh)
+        )
+        return with_shardings(self.abstract_state, self.shardings), batch
+
+
 def make_eval_step(config, graphdef, rest):
     spec = model_spec(config)
 
@@ -194,11 +233,9 @@ def train(config, workdir, *, init_from=None):
     if config.num_eval_images:
         eval_batch = data.eval_images(source, config.data, image_size, config.seed + 1, config.num_eval_images)
 
-    tx, schedule = optim.make_optimizer(config)
-    init = functools.partial(init_state, config, tx)
-    abstract_state = jax.eval_shape(init)
-    shardings = sharding.state_shardings(abstract_state, mesh)
-    graphdef, rest = model_parts(config)
+    program = StepProgram.build(config, mesh)
+    init, abstract_state, shardings = program.init, program.abstract_state, program.shardings
+    graphdef, rest = program.graphdef, program.rest
 
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -217,12 +254,7 @@ def train(config, workdir, *, init_from=None):
     num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_state['params']))
     logging.info('%.2fM parameters, %s compute', num_params / 1e6, config.dtype)
 
-    train_step = jax.jit(
-        make_train_step(config, graphdef, rest, tx, schedule, mesh),
-        in_shardings=(shardings, sharding.batch_sharding(mesh)),
-        out_shardings=(shardings, sharding.replicated(mesh)),
-        donate_argnums=0,
-    )
+    train_step = program.train_step
     eval_step = jax.jit(
         make_eval_step(config, graphdef, rest),
         in_shardings=(shardings['params'], sharding.replicated(mesh), sharding.replicated(mesh)),
