@@ -2,7 +2,7 @@
 
 Each family brings one table (mae_flax/<family>/table.py) of rows: a torch key, the Flax parameter that holds
 it, and the two functions that move the array between layouts (a Linear weight is transposed, a token reshaped,
-anything else copied). The engine checks every key and shape against the table, reports every problem at once,
+anything else copied); a scanned model's blocks are read and written per block (mae_flax.stack). The engine checks every key and shape against the table, reports every problem at once,
 and loads nothing unless everything fits. Keys that name the same parameter twice (vit-pytorch's shared patch
 embedding) must hold the same values, and are all written back. torch is only imported to read or write
 `.pt`/`.pth` files.
@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import safetensors.numpy
 
-from mae_flax import families
+from mae_flax import families, stack
 from mae_flax.files import atomic_path
 
 WRAPPER_KEYS = ('state_dict', 'model_state_dict', 'model', 'module')  # where training scripts nest the weights
@@ -96,10 +96,11 @@ def load_torch_state_dict(model, state_dict):
         )
     if encoder_only:
         warnings.warn('loaded the encoder alone (the file has no decoder): the decoder keeps its weights', stacklevel=2)
-    for row in table:
-        if row.param is not None:
-            # a copy: on CPU jnp.asarray can alias the numpy buffer, which may be the torch tensor's own memory
-            row.param.set_value(jnp.asarray(np.array(values[id(row.param)][1], dtype=row.param.dtype, copy=True)))
+    # copies: on CPU jnp.asarray can alias the numpy buffer, which may be the torch tensor's own memory
+    params = {id(row.param): row.param for row in table if row.param is not None}
+    stack.assign(
+        (param, jnp.asarray(np.array(values[key][1], dtype=param.dtype, copy=True))) for key, param in params.items()
+    )
     return model
 
 

@@ -2,7 +2,7 @@
 registry, never which family they hold.
 
 A family brings, for a mae_core.ModelSpec of its own:
-- build(spec, rngs, dtype) / build_torch(spec): the Flax and the torch model (an MAE, or its encoder alone);
+- build(spec, rngs, dtype, scan_layers, remat) / build_torch(spec): the Flax and the torch model (an MAE, or its encoder alone);
 - table(model) / upgrade(arrays, model): its converter rows, and the rewrite of legacy checkpoints;
 - detect(keys) / infer(arrays, given, name): whether a state dict is its own ('MAE' / 'ViT'), and the spec
   the tensor shapes give (what they do not fix comes from `given`, or is assumed and said so);
@@ -86,9 +86,10 @@ def detect(keys, name):
     )
 
 
-def build(spec, *, rngs, dtype=None):
-    """The mae_flax model a ModelSpec describes, freshly initialised."""
-    return get(spec.family).build(spec, rngs=rngs, dtype=dtype)
+def build(spec, *, rngs, dtype=None, scan_layers=False, remat='none'):
+    """The mae_flax model a ModelSpec describes, freshly initialised; `scan_layers` and `remat` choose how its blocks
+    run (mae_flax.stack), not what it computes."""
+    return get(spec.family).build(spec, rngs=rngs, dtype=dtype, scan_layers=scan_layers, remat=remat)
 
 
 def build_torch(spec):

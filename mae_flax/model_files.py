@@ -34,7 +34,7 @@ from flax import nnx
 from mae_core.errors import UsageError
 from mae_core.spec import FAMILIES as FAMILY_FACTS
 from mae_core.spec import ModelSpec
-from mae_flax import families
+from mae_flax import families, stack
 from mae_flax.convert import (
     load_state_dict_file,
     load_torch_state_dict,
@@ -75,8 +75,9 @@ def one_line(error):
 
 
 def flax_params(model):
-    """{'encoder.transformer.layers.0.0.to_qkv.kernel': nnx.Param, ...}: the Flax checkpoint's keys."""
-    return {'.'.join(map(str, path)): node for path, node in nnx.iter_graph(model) if isinstance(node, nnx.Param)}
+    """{'encoder.transformer.layers.0.0.to_qkv.kernel': nnx.Param, ...}: the Flax checkpoint's keys, per block
+    whether the model's blocks are scanned or not (a scanned block's parameters are stack.Slices)."""
+    return stack.per_layer(model)
 
 
 def _read_file(path):
@@ -126,8 +127,7 @@ def _load_flax_arrays(model, arrays, name):
         raise UsageError(
             f'{name} does not fit its model description ({len(problems)} problems): {"; ".join(problems[:5])}'
         )
-    for key, param in params.items():
-        param.set_value(jnp.asarray(arrays[key], dtype=param.dtype))
+    stack.assign((param, jnp.asarray(arrays[key], dtype=param.dtype)) for key, param in params.items())
     return model
 
 

@@ -61,6 +61,10 @@ def get_config(variant='tiny'):
     config.seed = 0
     config.model = model(decode_variant('tiny'), decoder_dim=64, decoder_depth=2, decoder_heads=4, decoder_dim_head=16)
     config.dtype = 'float32'  # compute dtype; parameters and optimizer state are always float32
+    # how the blocks run, not what they compute (mae_flax/stack.py): scanned, one block's program is compiled
+    # whatever the depth; remat per block: 'none', 'full', 'dots_saveable', 'dots_with_no_batch_dims_saveable'
+    config.scan_layers = True
+    config.remat = 'none'
 
     config.total_steps = 500
     config.batch_size = 32  # global, per optimizer step

@@ -12,9 +12,11 @@ from mae_flax.official.mae import (
 )
 
 
-def build(spec, *, rngs, dtype=None):
+def build(spec, *, rngs, dtype=None, scan_layers=False, remat='none'):
     """The MaskedAutoencoderViT a ModelSpec of this family describes."""
-    return MaskedAutoencoderViT(**spec.encoder, **(spec.mae or {}), dtype=dtype, rngs=rngs)
+    return MaskedAutoencoderViT(
+        **spec.encoder, **(spec.mae or {}), dtype=dtype, scan_layers=scan_layers, remat=remat, rngs=rngs
+    )
 
 
 def build_torch(spec):

@@ -18,6 +18,7 @@ from mae_core.official import FACTORIES, MASKING, sincos_pos_embed
 from mae_flax.layers import gelu, torch_layer_norm, xavier_linear
 from mae_flax.masking import check_noise, permute_tokens, random_masking
 from mae_flax.patches import check_image, patchify, unpatchify
+from mae_flax.stack import check_remat, make_layers, run_layers
 
 
 class PatchEmbed(nnx.Module):
@@ -97,6 +98,8 @@ class MaskedAutoencoderViT(nnx.Module):
         decoder_mlp_ratio=None,
         mask_ratio=0.75,
         dtype=None,
+        scan_layers=False,
+        remat='none',
         rngs,
     ):
         image, patch = pair(img_size), pair(patch_size)
@@ -107,6 +110,7 @@ class MaskedAutoencoderViT(nnx.Module):
                 raise ValueError(f'{name}embed_dim {width} must be divisible by {name}num_heads {heads}')
         self.in_chans, self.norm_pix_loss, self.mask_ratio, self.dtype = in_chans, norm_pix_loss, mask_ratio, dtype
         self.embed_dim, self.decoder_embed_dim = embed_dim, decoder_embed_dim
+        self.scan_layers, self.remat = scan_layers, check_remat(remat)
         decoder_mlp_ratio = mlp_ratio if decoder_mlp_ratio is None else decoder_mlp_ratio
         normal = jax.nn.initializers.normal(0.02)
 
@@ -115,17 +119,24 @@ class MaskedAutoencoderViT(nnx.Module):
         self.num_patches = self.patch_embed.num_patches
         self.num_masked = MASKING.check(mask_ratio, self.num_patches, 'mask_ratio')
         self.cls_token = nnx.Param(normal(rngs.params(), (1, 1, embed_dim)))
-        self.blocks = nnx.List(
-            Block(embed_dim, num_heads, mlp_ratio, layer_norm_eps, dtype=dtype, rngs=rngs) for _ in range(depth)
+        self.blocks = make_layers(
+            lambda rngs: Block(embed_dim, num_heads, mlp_ratio, layer_norm_eps, dtype=dtype, rngs=rngs),
+            depth,
+            scan_layers=scan_layers,
+            rngs=rngs,
         )
         self.norm = torch_layer_norm(embed_dim, eps=layer_norm_eps, dtype=dtype, rngs=rngs)
 
         # decoder
         self.decoder_embed = xavier_linear(embed_dim, decoder_embed_dim, dtype=dtype, rngs=rngs)
         self.mask_token = nnx.Param(normal(rngs.params(), (1, 1, decoder_embed_dim)))
-        self.decoder_blocks = nnx.List(
-            Block(decoder_embed_dim, decoder_num_heads, decoder_mlp_ratio, layer_norm_eps, dtype=dtype, rngs=rngs)
-            for _ in range(decoder_depth)
+        self.decoder_blocks = make_layers(
+            lambda rngs: Block(
+                decoder_embed_dim, decoder_num_heads, decoder_mlp_ratio, layer_norm_eps, dtype=dtype, rngs=rngs
+            ),
+            decoder_depth,
+            scan_layers=scan_layers,
+            rngs=rngs,
         )
         self.decoder_norm = torch_layer_norm(decoder_embed_dim, eps=layer_norm_eps, dtype=dtype, rngs=rngs)
         self.decoder_pred = xavier_linear(decoder_embed_dim, patch[0] * patch[1] * in_chans, dtype=dtype, rngs=rngs)
@@ -182,8 +193,7 @@ class MaskedAutoencoderViT(nnx.Module):
             self.cls_token[...].astype(dtype) + pos_embed[:, :1, :], (batch, 1, self.embed_dim)
         )
         tokens = jnp.concatenate((cls_tokens, tokens), axis=1)  # (N, 1 + keep, D)
-        for block in self.blocks:
-            tokens = block(tokens)
+        tokens = run_layers(self.blocks, tokens, remat=self.remat)
         encoded_tokens = self.norm(tokens)
 
         # decoder: mask tokens appended, unshuffled to patch order by a gather, positions added
@@ -195,8 +205,7 @@ class MaskedAutoencoderViT(nnx.Module):
         decoder_input = jnp.concatenate((decoder_tokens[:, :1], permute_tokens(shuffled, restore, order)), axis=1)
         decoder_input = decoder_input + jnp.asarray(self.decoder_pos_embed, decoder_input.dtype)  # (N, 1 + L, Dd)
         tokens = decoder_input
-        for block in self.decoder_blocks:
-            tokens = block(tokens)
+        tokens = run_layers(self.decoder_blocks, tokens, remat=self.remat)
         decoded_tokens = self.decoder_norm(tokens)
         pred = self.decoder_pred(decoded_tokens)[:, 1:, :]  # (N, L, p*q*C), the cls token removed
 

@@ -7,6 +7,7 @@ from mae_core import fields
 from mae_core.errors import UsageError
 from mae_core.spec import ModelSpec
 from mae_flax import families
+from mae_flax.stack import REMAT_POLICIES
 
 DTYPES = ('float32', 'bfloat16', 'float16')
 
@@ -49,6 +50,8 @@ def _integer(name, value):
 CHECKS = {
     'seed': _integer,
     'dtype': fields.choice(*DTYPES),
+    'scan_layers': fields.boolean,
+    'remat': fields.choice(*REMAT_POLICIES),
     'total_steps': fields.positive_int,
     'batch_size': fields.positive_int,
     'grad_accum_steps': fields.positive_int,
@@ -63,6 +66,8 @@ CHECKS = {
     'data.flip': fields.boolean,
     'data.num_threads': fields.positive_int,
     'data.prefetch': fields.non_negative_int,
+    'data.workers': fields.non_negative_int,
+    'data.draft': fields.boolean,
     'mesh.data': _mesh_axis,
     'mesh.fsdp': fields.positive_int,
     'checkpoint.every_steps': fields.positive_int,

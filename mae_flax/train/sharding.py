@@ -3,12 +3,15 @@
 With fsdp=1 (the default) this is plain data parallelism: every device holds all parameters.
 """
 
+import math
+
 import jax
 import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from mae_core.errors import UsageError
+from mae_flax.stack import STACKED
 
 BATCH_AXES = ('data', 'fsdp')
 
@@ -27,22 +30,26 @@ def make_mesh(data, fsdp, devices=None):
     return jax.make_mesh((data, fsdp), BATCH_AXES, axis_types, devices=devices[: data * fsdp])
 
 
-def fsdp_spec(shape, fsdp_size):
-    """Shard the largest dimension that fsdp divides; replicate when none does."""
-    if fsdp_size > 1:
-        for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
+def fsdp_spec(shape, fsdp_size, stacked=False, min_size=0):
+    """Shard the largest dimension that fsdp divides; replicate when none does, and tensors of fewer than
+    `min_size` elements per block (norm scales, biases: gathering them costs more than holding them). The leading
+    axis of a `stacked` parameter (scanned blocks) is its depth, never sharded: the scan slices it."""
+    first = 1 if stacked else 0
+    if fsdp_size > 1 and math.prod(shape[first:]) >= min_size:
+        for dim in sorted(range(first, len(shape)), key=lambda d: -shape[d]):
             if shape[dim] % fsdp_size == 0:
                 return P(*(['fsdp' if d == dim else None for d in range(len(shape))]))
     return P()
 
 
-def state_shardings(abstract_state, mesh):
+def state_shardings(abstract_state, mesh, min_size=0):
     """NamedShardings for a train state: params and opt_state by the fsdp rule, the rest replicated."""
     fsdp_size = mesh.shape['fsdp']
 
     def rule(path, leaf):
         top = path[0].key
-        spec = fsdp_spec(leaf.shape, fsdp_size) if top in ('params', 'opt_state') else P()
+        stacked = any(getattr(key, 'key', None) == STACKED for key in path)
+        spec = fsdp_spec(leaf.shape, fsdp_size, stacked, min_size) if top in ('params', 'opt_state') else P()
         return NamedSharding(mesh, spec)
 
     return jax.tree_util.tree_map_with_path(rule, abstract_state)

@@ -44,7 +44,13 @@ def model_spec(config):
 
 
 def build_model(config, rngs):
-    return families.build(model_spec(config), rngs=rngs, dtype=jnp.dtype(config.dtype))
+    return families.build(
+        model_spec(config),
+        rngs=rngs,
+        dtype=jnp.dtype(config.dtype),
+        scan_layers=config.get('scan_layers', False),  # runs before this field existed had unscanned blocks
+        remat=config.get('remat', 'none'),
+    )
 
 
 def normalize(images, spec):

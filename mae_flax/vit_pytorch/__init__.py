@@ -7,9 +7,9 @@ from mae_flax.vit_pytorch.mae import MAE, reconstruction_loss
 from mae_flax.vit_pytorch.vit import ViT
 
 
-def build(spec, *, rngs, dtype=None):
+def build(spec, *, rngs, dtype=None, scan_layers=False, remat='none'):
     """The mae_flax model a ModelSpec of this family describes: an MAE, or a ViT when spec.mae is None."""
-    encoder = ViT(**spec.encoder, dtype=dtype, rngs=rngs)
+    encoder = ViT(**spec.encoder, dtype=dtype, scan_layers=scan_layers, remat=remat, rngs=rngs)
     return encoder if spec.mae is None else MAE(encoder=encoder, **spec.mae, rngs=rngs)
 
 

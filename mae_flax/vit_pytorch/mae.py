@@ -62,6 +62,8 @@ class MAE(nnx.Module):
             decoder_dim * 4,
             eps=encoder.layer_norm_eps,
             dtype=dtype,
+            scan_layers=encoder.scan_layers,
+            remat=encoder.remat,
             rngs=rngs,
         )
         self.decoder_pos_emb = nnx.Param(jax.random.normal(rngs.params(), (num_pos_embeddings, decoder_dim)))

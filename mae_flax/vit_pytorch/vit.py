@@ -1,7 +1,8 @@
 """vit-pytorch's ViT in Flax NNX: the same function and parameters as mae_torch.ViT, images (b, h, w, c).
 
 Numerics follow torch: exact GELU, LayerNorm eps `layer_norm_eps` (1e-5) with the two-pass variance, softmax
-scale dim_head ** -0.5. Parameters are float32; `dtype` is the compute dtype (e.g. jnp.bfloat16).
+scale dim_head ** -0.5. Parameters are float32; `dtype` is the compute dtype (e.g. jnp.bfloat16). `scan_layers` and `remat` choose how
+the blocks run (mae_flax.stack), not what they compute.
 """
 
 import jax
@@ -12,6 +13,7 @@ from flax import nnx
 from mae_core.fields import pair
 from mae_flax.layers import gelu, make_dropout, torch_layer_norm, torch_linear
 from mae_flax.patches import check_image, patchify
+from mae_flax.stack import check_remat, make_layers, run_layers
 
 
 class FeedForward(nnx.Module):
@@ -55,24 +57,46 @@ class Attention(nnx.Module):
         return self.dropout(self.to_out(out)) if self.to_out is not None else out
 
 
+def _block(layer, x):
+    attn, ff = layer
+    x = attn(x) + x
+    return ff(x) + x
+
+
 class Transformer(nnx.Module):
-    def __init__(self, dim, depth, heads, dim_head, mlp_dim, dropout_rate=0.0, *, eps=1e-5, dtype=None, rngs):
+    """vit-pytorch's Transformer: `layers` of [Attention, FeedForward] pairs (scanned with `scan_layers`, see
+    mae_flax.stack), then a LayerNorm."""
+
+    def __init__(
+        self,
+        dim,
+        depth,
+        heads,
+        dim_head,
+        mlp_dim,
+        dropout_rate=0.0,
+        *,
+        eps=1e-5,
+        dtype=None,
+        scan_layers=False,
+        remat='none',
+        rngs,
+    ):
+        self.remat = check_remat(remat)
         self.norm = torch_layer_norm(dim, eps=eps, dtype=dtype, rngs=rngs)
-        self.layers = nnx.List(
-            nnx.List(
+
+        def make_layer(rngs):
+            return nnx.List(
                 [
                     Attention(dim, heads, dim_head, dropout_rate, eps=eps, dtype=dtype, rngs=rngs),
                     FeedForward(dim, mlp_dim, dropout_rate, eps=eps, dtype=dtype, rngs=rngs),
                 ]
             )
-            for _ in range(depth)
-        )
+
+        self.layers = make_layers(make_layer, depth, scan_layers=scan_layers, rngs=rngs)
 
     def __call__(self, x):
-        for attn, ff in self.layers:
-            x = attn(x) + x
-            x = ff(x) + x
-        return self.norm(x)
+        return self.norm(run_layers(self.layers, x, _block, self.remat))
 
 
 class PatchEmbedding(nnx.Module):
@@ -107,6 +131,8 @@ class ViT(nnx.Module):
         emb_dropout=0.0,
         layer_norm_eps=1e-5,
         dtype=None,
+        scan_layers=False,
+        remat='none',
         rngs,
     ):
         self.image_size = image_height, image_width = pair(image_size)
@@ -131,8 +157,19 @@ class ViT(nnx.Module):
 
         self.dropout = make_dropout(emb_dropout, rngs=rngs)
 
+        self.scan_layers, self.remat = scan_layers, remat
         self.transformer = Transformer(
-            dim, depth, heads, dim_head, mlp_dim, dropout, eps=layer_norm_eps, dtype=dtype, rngs=rngs
+            dim,
+            depth,
+            heads,
+            dim_head,
+            mlp_dim,
+            dropout,
+            eps=layer_norm_eps,
+            dtype=dtype,
+            scan_layers=scan_layers,
+            remat=remat,
+            rngs=rngs,
         )
 
         self.pool = pool
