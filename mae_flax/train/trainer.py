@@ -161,6 +161,11 @@ class StepProgram(NamedTuple):
         return with_shardings(self.abstract_state, self.shardings), batch
 
 
+def fetch_metrics(metrics):
+    """A list of steps' metrics (replicated arrays on the device) -> numpy, one wait for all of them."""
+    return host(metrics)
+
+
 def make_eval_step(config, graphdef, rest):
     spec = model_spec(config)
 
@@ -294,32 +299,49 @@ def train(config, workdir, *, init_from=None):
             writer.write(0, dict(eval_loss=initial_eval_loss))
     losses = collections.deque(maxlen=config.log_every)  # this run's last logging window
     first_window = []  # and its first
+    pending = []  # (step, metrics on the device) not fetched yet: the loop does not wait for the device between
     window_start, window_steps, steady_start = time.perf_counter(), 0, None
+
+    def fetch():
+        """The pending steps' metrics, in one wait for the device: a FloatingPointError at the first non-finite loss
+        (the checkpoints saved so far were fetched and checked before they were written)."""
+        if not pending:
+            return None
+        steps = [step for step, _ in pending]
+        records = [{name: float(value) for name, value in m.items()} for m in fetch_metrics([m for _, m in pending])]
+        pending.clear()
+        for step, record in zip(steps, records, strict=True):
+            if not math.isfinite(record['loss']):
+                manager.wait_until_finished()
+                good = manager.latest_step()
+                kept = f'the last good checkpoint (step {good}) is kept in' if good else 'no checkpoint yet in'
+                raise FloatingPointError(
+                    f'loss is {record["loss"]} at step {step} (first non-finite of steps {steps[0]}-{steps[-1]}, '
+                    f'fetched every log_every={config.log_every}): stopping; {kept} {manager.directory}'
+                )
+            losses.append(record['loss'])
+            if len(first_window) < config.log_every:
+                first_window.append(record['loss'])
+        progress.set_postfix(loss=f'{records[-1]["loss"]:.4f}', refresh=False)
+        return records[-1]
+
     try:
         for step in range(start, config.total_steps):
             batch = sharding.global_batch(next(train_iter), mesh)
             state, metrics = train_step(state, batch)
-            metrics = {name: float(value) for name, value in host(metrics).items()}
             done = step + 1
-            if not math.isfinite(metrics['loss']):
-                manager.wait_until_finished()
-                raise FloatingPointError(
-                    f'loss is {metrics["loss"]} at step {done}: stopping; the last good checkpoint '
-                    f'(step {manager.latest_step()}) is kept in {manager.directory}'
-                )
-            losses.append(metrics['loss'])
-            if len(first_window) < config.log_every:
-                first_window.append(metrics['loss'])
+            pending.append((done, metrics))
             steady_start = steady_start or time.perf_counter()  # after the first step, which compiles
             window_steps += 1
-            progress.set_postfix(loss=f'{metrics["loss"]:.4f}', refresh=False)  # before update, which draws
             progress.update(1)
 
-            if done % config.log_every == 0 or done == config.total_steps:
+            last = done == config.total_steps
+            if done % config.log_every == 0 or last:
+                metrics = fetch()
                 elapsed = time.perf_counter() - window_start
                 metrics['images_per_sec'] = window_steps * config.batch_size / elapsed
                 window_start, window_steps = time.perf_counter(), 0
-                if (done % config.image_every == 0 or done == config.total_steps) and eval_batch is not None:
+                if (done % config.image_every == 0 or last) and eval_batch is not None:
                     metrics['eval_loss'] = evaluate(done)
                 if writer:
                     writer.write(done, metrics)
@@ -329,7 +351,10 @@ def train(config, workdir, *, init_from=None):
 
             preempted = preemption.reached(done)
             state_checkpoints.check(manager)
-            state_checkpoints.save(manager, done, state, train_iter, force=preempted or done == config.total_steps)
+            force = preempted or last
+            if force or manager.should_save(done):
+                fetch()  # a non-finite loss stops the run before its state is written
+                state_checkpoints.save(manager, done, state, train_iter, force=force)
             if preempted:
                 state_checkpoints.finish(manager)
                 logging.warning(
@@ -342,6 +367,7 @@ def train(config, workdir, *, init_from=None):
     finally:
         progress.close()
         preemption.close()
+        train_iter.close()  # stops the data worker processes
         if writer:
             writer.close()
 

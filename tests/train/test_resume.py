@@ -52,8 +52,29 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     config = mae.get_config('smoke')
     config.optim.base_lr = 1e30  # the first update blows the parameters up; the next loss overflows
     config.checkpoint.every_steps = 1
-    with pytest.raises(FloatingPointError, match=r'loss is (nan|inf) at step (\d+): stopping') as error:
+    with pytest.raises(FloatingPointError, match=r'loss is (nan|inf) at step (\d+) \(first non-finite') as error:
         trainer.train(config, tmp_path)
-    bad_step = int(str(error.value).split(' at step ')[1].split(':')[0])
+    bad_step = int(str(error.value).split(' at step ')[1].split(' ')[0])
     assert checkpoint_steps(tmp_path)[-1] == bad_step - 1
     assert all(math.isfinite(loss) for step, loss in losses(tmp_path).items() if step < bad_step)
+
+
+def test_metrics_are_fetched_once_per_log_window_and_a_nan_still_stops_the_run(tmp_path, monkeypatch):
+    fetched = []  # the steps' count of each device -> host fetch of metrics
+    fetch_metrics = trainer.fetch_metrics
+    monkeypatch.setattr(
+        trainer, 'fetch_metrics', lambda metrics: fetched.append(len(metrics)) or fetch_metrics(metrics)
+    )
+    config = mae.get_config('smoke')
+    config.update(total_steps=8, log_every=4, image_every=8)
+    config.checkpoint.every_steps = 8
+    summary = trainer.train(config, tmp_path / 'finite')
+    assert fetched == [4, 4]  # not once per step
+    assert summary['step'] == 8 and math.isfinite(summary['last_loss'])
+
+    fetched.clear()
+    config.optim.base_lr = 1e30  # non-finite within the first window; seen at its end, step 4
+    with pytest.raises(FloatingPointError, match=r'loss is (nan|inf) at step [23] \(first non-finite of steps 1-4'):
+        trainer.train(config, tmp_path / 'diverges')
+    assert fetched == [4]
+    assert not checkpoint_steps(tmp_path / 'diverges')
