@@ -1,5 +1,7 @@
 """The input pipeline: sources, skipping unreadable files, sharding by process, resumable iteration."""
 
+import os
+import time
 import warnings
 
 import numpy as np
@@ -182,3 +184,186 @@ def test_missing_and_non_array_files_are_one_line_errors_that_never_suggest_unpi
     with pytest.raises(UsageError, match='is not a numpy array file') as error:
         data.make_source(str(tmp_path / 'notes.npy'), (16, 16), 3)
     assert 'pickle' not in str(error.value)
+
+
+def _pictures(folder, count=6, size=(48, 64)):
+    """`count` small smooth pictures, JPEG and PNG, some in a sub-folder; their names in the sources' order."""
+    rng = np.random.default_rng(0)
+    (folder / 'sub').mkdir(parents=True, exist_ok=True)
+    names = []
+    for index in range(count):
+        colours = rng.uniform(0, 255, (2, 3))
+        picture = colours[0] + _gradient(*size)[..., None] * (colours[1] - colours[0])  # (h, w, 3)
+        name = f'{"sub/" if index % 2 else ""}{index}.{"png" if index % 3 == 0 else "jpg"}'
+        Image.fromarray(picture.astype(np.uint8)).save(folder / name, quality=95)
+        names.append(name)
+    return sorted(names, key=lambda name: name.split('/'))
+
+
+def _jpeg(size=(96, 128), orientation=1):
+    """A JPEG's bytes: a photograph, shrunk to `size` (h, w), stored turned as its EXIF orientation says."""
+    import io
+
+    import skimage
+
+    picture = Image.fromarray(skimage.data.astronaut()).resize(size[::-1], Image.Resampling.BICUBIC)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    picture.save(buffer, 'JPEG', quality=95, exif=exif)
+    return buffer.getvalue()
+
+
+def test_array_record_shards_give_the_same_crops_as_the_folder(tmp_path):
+    from mae_flax.cli import prepare
+
+    _pictures(tmp_path / 'images')
+    prepare.pack(tmp_path / 'images', tmp_path / 'shards', 2)
+    folder_batches, _ = batches(data.make_source(str(tmp_path / 'images'), (16, 16), 3), 2)
+    for spelling in ('shards', 'shards/*.array_record', 'shards/images-00001-of-00002.array_record'):
+        source = data.make_source(str(tmp_path / spelling), (16, 16), 3)
+        assert isinstance(source, data.ArrayRecordSource)
+    source = data.make_source(str(tmp_path / 'shards'), (16, 16), 3)
+    shard_batches, _ = batches(source, 2)
+    np.testing.assert_array_equal(np.stack(shard_batches), np.stack(folder_batches))  # same bytes, same decoder
+
+
+@pytest.mark.parametrize(
+    ('box', 'expected'),
+    [((0, 0, 128, 96), 4), ((0, 0, 63, 64), 2), ((0, 0, 31, 200), 1), ((0, 0, 1000, 1000), 8)],
+)
+def test_draft_reduction_is_the_largest_that_keeps_the_crop_at_the_output_size(box, expected):
+    assert data.draft_reduction(box, (16, 16)) == expected
+
+
+@pytest.mark.parametrize('orientation', [1, 6, 3, 8])
+def test_draft_decoding_reduces_a_jpeg_to_at_least_the_output_size_and_barely_changes_the_crop(orientation):
+    def crop(draft_size):
+        image, box = data.decode(
+            _jpeg(orientation=orientation), 'x.jpg', 3, lambda w, h: (8, 4, w - 4, h - 8), draft_size
+        )
+        return image, box, np.asarray(image.resize((16, 16), Image.Resampling.BICUBIC, box=box), float)
+
+    full, full_box, exact = crop(None)
+    reduced, box, approximate = crop((16, 16))
+    assert reduced.size == (-(-full.width // 4), -(-full.height // 4))  # 1/4: the crop is 116x84
+    assert box[2] - box[0] >= 16 and box[3] - box[1] >= 16
+    # libjpeg's reduced decoding filters differently from bicubic resizing: a few gray levels, documented in
+    # data.decode; a crop shifted by one reduced pixel (the EXIF mapping wrong) would differ by far more
+    assert np.abs(exact - approximate).mean() < 4
+
+
+def test_draft_decoding_leaves_other_formats_bitwise_unchanged(tmp_path):
+    import io
+
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(_jpeg())).save(buffer, 'PNG')
+    full = data.decode(buffer.getvalue(), 'x.png', 3, lambda w, h: (0, 0, w, h))
+    drafted = data.decode(buffer.getvalue(), 'x.png', 3, lambda w, h: (0, 0, w, h), (16, 16))
+    assert full[1] == drafted[1]
+    np.testing.assert_array_equal(np.asarray(full[0]), np.asarray(drafted[0]))
+
+
+def _age(folder, seconds):
+    """Dates every folder in the tree `seconds` ago: a listing made now can be trusted (not 'racy')."""
+    stamp = time.time() - seconds
+    for path in [folder, *folder.rglob('*')]:
+        if path.is_dir():
+            os.utime(path, (stamp, stamp))
+
+
+def test_folder_index_is_cached_beside_the_folder_and_relisted_when_a_folder_changes(tmp_path, monkeypatch):
+    names = _pictures(tmp_path / 'images')
+    (tmp_path / 'images' / 'a-c.png').write_bytes((tmp_path / 'images' / '0.png').read_bytes())  # sorts after a/..
+    (tmp_path / 'images' / 'a').mkdir()
+    (tmp_path / 'images' / 'a' / 'b.png').write_bytes((tmp_path / 'images' / '0.png').read_bytes())
+    _age(tmp_path / 'images', 60)
+    listed = data.image_index(tmp_path / 'images')
+    expected = [str(p.relative_to(tmp_path / 'images')) for p in sorted((tmp_path / 'images').rglob('*'))]
+    assert listed == [name for name in expected if name.endswith(('.png', '.jpg'))]  # the order of sorted(rglob)
+    assert listed.index('a/b.png') < listed.index('a-c.png') and set(names) <= set(listed)
+    assert (tmp_path / '.images.mae-index.json').is_file()
+
+    walk = data._walk
+    monkeypatch.setattr(data, '_walk', lambda folder: pytest.fail('listed again although nothing changed'))
+    assert data.image_index(tmp_path / 'images') == listed
+    monkeypatch.setattr(data, '_walk', walk)
+    (tmp_path / 'images' / 'sub' / 'new.png').write_bytes((tmp_path / 'images' / '0.png').read_bytes())
+    os.utime(tmp_path / 'images' / 'sub', (time.time() - 30, time.time() - 30))  # a change, whatever the mtime tick
+    assert 'sub/new.png' in data.image_index(tmp_path / 'images')
+
+
+def test_folder_index_goes_to_the_user_cache_when_it_cannot_be_written_beside_the_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'cache'))
+    _pictures(tmp_path / 'images', count=2)
+    (tmp_path / '.images.mae-index.json').mkdir()  # in the way: the file cannot be written there
+    _age(tmp_path / 'images', 60)
+    listed = data.image_index(tmp_path / 'images')
+    assert len(list((tmp_path / 'cache' / 'mae' / 'index').glob('*.json'))) == 1
+    monkeypatch.setattr(data, '_walk', lambda folder: pytest.fail('listed again although nothing changed'))
+    assert data.image_index(tmp_path / 'images') == listed
+
+
+def test_a_freshly_changed_folder_is_not_cached(tmp_path):
+    _pictures(tmp_path / 'images', count=2)  # just written: a change in the same mtime tick could go unseen
+    data.image_index(tmp_path / 'images')
+    assert not (tmp_path / '.images.mae-index.json').exists()
+
+
+def test_worker_processes_give_the_same_batches_and_resume_bitwise(tmp_path):
+    import grain
+
+    source = data.make_source('default', (16, 16), 3)
+    expected, _ = batches(source, 4, batch=4)
+    config = DATA.copy_and_resolve_references()
+    config.workers = 2
+
+    def iterator():
+        return data.train_iterator(source, config, (16, 16), 0, 4, 0, 1)
+
+    first = iterator()
+    try:
+        np.testing.assert_array_equal(np.stack([next(first) for _ in range(2)]), np.stack(expected[:2]))
+        (tmp_path / 'data').mkdir()
+        grain.checkpoint.CheckpointHandler().save(tmp_path / 'data', args=grain.checkpoint.CheckpointSave(first))
+    finally:
+        first.close()
+    resumed = iterator()
+    try:
+        grain.checkpoint.CheckpointHandler().restore(
+            tmp_path / 'data', args=grain.checkpoint.CheckpointRestore(resumed)
+        )
+        np.testing.assert_array_equal(np.stack([next(resumed) for _ in range(2)]), np.stack(expected[2:]))
+    finally:
+        resumed.close()
+
+
+def test_array_record_sources_that_cannot_be_read_are_one_line_errors(tmp_path):
+    from mae_flax.cli import prepare
+
+    with pytest.raises(UsageError, match='no .array_record files found there'):
+        data.make_source(str(tmp_path / 'missing-*.array_record'), (16, 16), 3)
+    (tmp_path / 'junk.array_record').write_bytes(b'not an array record file')
+    with pytest.raises(UsageError, match='not readable as ArrayRecord shards'):
+        data.make_source(str(tmp_path / 'junk.array_record'), (16, 16), 3)
+    _pictures(tmp_path / 'images', count=4)
+    prepare.pack(tmp_path / 'images', tmp_path / 'shards', 2)
+    (tmp_path / 'shards' / 'images-00001-of-00002.array_record').unlink()
+    with pytest.raises(UsageError, match='expected 2 shards as their names say, found 1'):
+        data.make_source(str(tmp_path / 'shards'), (16, 16), 3)
+
+
+@pytest.mark.parametrize(
+    ('field', 'value', 'message'),
+    [
+        ('workers', -1, 'config.data.workers must be an integer >= 0, got -1'),
+        ('draft', None, 'config.data.draft must be true or false, got None'),
+    ],
+)
+def test_bad_data_fields_are_refused_naming_the_field(field, value, message):
+    from mae_flax.train import config_checks
+
+    config = mae.get_config('smoke')
+    config.data[field] = value
+    with pytest.raises(UsageError, match=message):
+        config_checks.check(config)
