@@ -43,6 +43,9 @@ class Scanned(nnx.Module):
         if depth < 1:
             raise ValueError(f'a scanned stack needs at least one block, got depth {depth}')
         self.depth = depth
+        # weights -> weights, applied to each block's parameters inside the scan before the block runs: the
+        # trainer's FSDP all-gather (once per block and pass; its backward reduce-scatters the gradients)
+        self.gather = None
 
         @nnx.split_rngs(splits=depth)
         @nnx.vmap(in_axes=(0,), out_axes=0, axis_size=depth)
@@ -78,6 +81,8 @@ def run_layers(layers, x, apply=None, remat='none'):
         # prevent_cse only matters outside a scan (and costs there): keep it for the loop, as jax.checkpoint does
         apply = nnx.remat(apply, policy=policy, prevent_cse=not isinstance(layers, Scanned))
     if isinstance(layers, Scanned):
+        if layers.gather is not None:
+            apply = _gathering(apply, layers.gather)
         return nnx.scan(apply, in_axes=(0, nnx.Carry), out_axes=nnx.Carry)(layers.stacked, x)
     for block in layers:
         x = apply(block, x)
@@ -86,6 +91,20 @@ def run_layers(layers, x, apply=None, remat='none'):
 
 def _call(block, x):
     return block(x)
+
+
+def _gathering(apply, gather):
+    """`apply` on a copy of the block whose parameters went through `gather` (any other state it changes, a
+    dropout stream's count, is written back)."""
+
+    def gathered(block, x):
+        graphdef, params, rest = nnx.split(block, nnx.Param, ...)
+        local = nnx.merge(graphdef, jax.tree.map(gather, params), rest)
+        out = apply(local, x)
+        nnx.update(block, nnx.state(local, nnx.Not(nnx.Param)))
+        return out
+
+    return gathered
 
 
 class Slice:

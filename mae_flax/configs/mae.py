@@ -86,9 +86,13 @@ def get_config(variant='tiny'):
     config.data = dict(
         source='default', crop_scale=(0.2, 1.0), flip=True, num_threads=4, prefetch=8, workers=0, draft=False
     )
-    config.mesh = dict(data=-1, fsdp=1)  # -1: every device not taken by the other axis
+    # -1: every device not taken by the other axis; fsdp_min_size: parameters of fewer elements (per block: norm
+    # scales, biases) stay replicated, gathering them costs more than it saves
+    config.mesh = dict(data=-1, fsdp=1, fsdp_min_size=2**16)
 
     config.checkpoint = dict(every_steps=100, keep=3)
+    # compiled programs kept for a restart: 'workdir' (WORKDIR/compilation_cache), a folder, or '' (none)
+    config.compilation_cache = 'workdir'
     config.log_every = 10
     config.image_every = 100
     config.num_eval_images = 8

@@ -47,6 +47,12 @@ def _integer(name, value):
     return value
 
 
+def _string(name, value):
+    if not isinstance(value, str):
+        raise UsageError(f'{name} must be a string, got {value!r}')
+    return value
+
+
 CHECKS = {
     'seed': _integer,
     'dtype': fields.choice(*DTYPES),
@@ -70,7 +76,9 @@ CHECKS = {
     'data.draft': fields.boolean,
     'mesh.data': _mesh_axis,
     'mesh.fsdp': fields.positive_int,
+    'mesh.fsdp_min_size': fields.non_negative_int,
     'checkpoint.every_steps': fields.positive_int,
+    'compilation_cache': _string,
     'checkpoint.keep': fields.positive_int,
     'log_every': fields.positive_int,
     'image_every': fields.positive_int,

@@ -1,8 +1,12 @@
 """One mesh with axes ('data', 'fsdp'): the batch is split over both, parameters and optimizer state over fsdp.
 
-With fsdp=1 (the default) this is plain data parallelism: every device holds all parameters.
+With fsdp=1 (the default) this is plain data parallelism: every device holds all parameters. With fsdp > 1 each
+block's weights are all-gathered inside the scanned block, once per pass (`FsdpGather`), and their gradients
+reduce-scattered back to the parameters' sharding; tensors under `min_size` elements stay replicated.
 """
 
+import dataclasses
+import functools
 import math
 
 import jax
@@ -72,3 +76,33 @@ def put_global(value, sharding):
     """A host array that every process holds in full -> a global array with `sharding`."""
     value = np.asarray(value)
     return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+
+@dataclasses.dataclass(frozen=True)
+class FsdpGather:
+    """One block's weight, sharded over fsdp as `fsdp_spec` says, -> replicated (an all-gather); its gradient,
+    partial on each device, -> the weight's sharding (a reduce-scatter, not an all-reduce). Set as the `gather`
+    of a model's scanned blocks (mae_flax.stack.Scanned), where it runs once per block per pass."""
+
+    mesh: jax.sharding.Mesh
+    min_size: int = 0
+
+    def __call__(self, weight):
+        spec = fsdp_spec(weight.shape, self.mesh.shape['fsdp'], min_size=self.min_size)
+        return _gather(weight, NamedSharding(self.mesh, spec), NamedSharding(self.mesh, P()))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _gather(weight, sharded, whole):
+    return jax.lax.with_sharding_constraint(weight, whole)
+
+
+def _gather_forward(weight, sharded, whole):
+    return _gather(weight, sharded, whole), None
+
+
+def _gather_backward(sharded, whole, _, gradient):
+    return (jax.lax.with_sharding_constraint(gradient, sharded),)
+
+
+_gather.defvjp(_gather_forward, _gather_backward)

@@ -33,7 +33,8 @@ from mae_core.spec import ModelSpec
 from mae_flax import families, model_files
 from mae_flax.convert import load_state_dict_file, load_torch_state_dict, unwrap_state_dict
 from mae_flax.files import atomic_path
-from mae_flax.train import config_checks, data, optim, report, sharding, state_checkpoints
+from mae_flax.stack import Scanned
+from mae_flax.train import compilation_cache, config_checks, data, optim, report, sharding, state_checkpoints
 
 CLASSIFIER_HEADS = ('mlp_head.', 'head.', 'fc_norm.', 'classifier.')  # vit-pytorch, timm, HuggingFace
 
@@ -59,6 +60,11 @@ def normalize(images, spec):
     return (images.astype(jnp.float32) / 255 - mean) / std
 
 
+def fsdp_min_size(config):
+    """Parameters of fewer elements (per block) stay replicated under FSDP (runs before this field: 0)."""
+    return config.mesh.get('fsdp_min_size', 0)
+
+
 def init_state(config, tx):
     model = build_model(config, nnx.Rngs(config.seed))
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
@@ -70,10 +76,16 @@ def init_state(config, tx):
     )
 
 
-def model_parts(config):
+def model_parts(config, mesh=None):
     """(graphdef, rest): what nnx.merge needs besides the parameters. `rest` is the model's (unused) RNG state,
-    built by a jit whose parameter initialisation XLA drops."""
+    built by a jit whose parameter initialisation XLA drops. On a `mesh` with fsdp > 1 the scanned blocks gather
+    their weights once per pass (sharding.FsdpGather)."""
     abstract_model = nnx.eval_shape(lambda: build_model(config, nnx.Rngs(config.seed)))
+    if mesh is not None and mesh.shape['fsdp'] > 1:
+        gather = sharding.FsdpGather(mesh, fsdp_min_size(config))
+        for _, module in abstract_model.iter_modules():
+            if isinstance(module, Scanned):
+                module.gather = gather
     graphdef = nnx.split(abstract_model, nnx.Param, ...)[0]
     rest = jax.jit(lambda: nnx.split(build_model(config, nnx.Rngs(config.seed)), nnx.Param, ...)[2])()
     return graphdef, rest
@@ -142,8 +154,8 @@ class StepProgram(NamedTuple):
         tx, schedule = optim.make_optimizer(config)
         init = functools.partial(init_state, config, tx)
         abstract_state = jax.eval_shape(init)
-        shardings = sharding.state_shardings(abstract_state, mesh)
-        graphdef, rest = model_parts(config)
+        shardings = sharding.state_shardings(abstract_state, mesh, fsdp_min_size(config))
+        graphdef, rest = model_parts(config, mesh)
         train_step = jax.jit(
             make_train_step(config, graphdef, rest, tx, schedule, mesh),
             in_shardings=(shardings, sharding.batch_sharding(mesh)),
@@ -224,6 +236,11 @@ def train(config, workdir, *, init_from=None):
     state_checkpoints.CheckpointError when a checkpoint cannot be written."""
     workdir = local_workdir(workdir)
     spec = config_checks.check(config)
+    with compilation_cache.enabled(config.compilation_cache, workdir) as cache:
+        return _train(config, spec, workdir, init_from, cache)
+
+
+def _train(config, spec, workdir, init_from, cache):
     if init_from and not Path(init_from).exists():
         raise UsageError(f'--init_from {init_from}: no such file or folder')
     config = ml_collections.ConfigDict(config.to_dict() | {'model': spec.to_dict()})  # defaults filled, in order
@@ -325,10 +342,16 @@ def train(config, workdir, *, init_from=None):
         progress.set_postfix(loss=f'{records[-1]["loss"]:.4f}', refresh=False)
         return records[-1]
 
+    hits_before = compilation_cache.EVENTS['cache_hits']
     try:
         for step in range(start, config.total_steps):
             batch = sharding.global_batch(next(train_iter), mesh)
-            state, metrics = train_step(state, batch)
+            if step == start:
+                compile_start = time.perf_counter()
+                state, metrics = train_step(state, batch)  # compiles, or loads the program from the cache
+                compilation_cache.log_first_step(cache, hits_before, time.perf_counter() - compile_start)
+            else:
+                state, metrics = train_step(state, batch)
             done = step + 1
             pending.append((done, metrics))
             steady_start = steady_start or time.perf_counter()  # after the first step, which compiles

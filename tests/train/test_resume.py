@@ -1,9 +1,11 @@
 """Faults: SIGKILL, SIGTERM (preemption), a half-written checkpoint, a NaN loss."""
 
+import logging
 import math
 import shutil
 import signal
 
+import jax
 import pytest
 
 from mae_flax.configs import mae
@@ -78,3 +80,20 @@ def test_metrics_are_fetched_once_per_log_window_and_a_nan_still_stops_the_run(t
         trainer.train(config, tmp_path / 'diverges')
     assert fetched == [4]
     assert not checkpoint_steps(tmp_path / 'diverges')
+
+
+def test_a_restarted_run_loads_its_step_from_the_compilation_cache(tmp_path, caplog):
+    config = mae.get_config('smoke')
+    config.update(total_steps=2, num_eval_images=0, compilation_cache=str(tmp_path / 'cache'))
+    previous = jax.config.jax_persistent_cache_min_compile_time_secs
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)  # the smoke step compiles in under 1 s
+    try:
+        with caplog.at_level(logging.INFO):
+            trainer.train(config, tmp_path / 'first')
+            assert 'cached in' in caplog.text and 'loaded the compiled step' not in caplog.text
+            caplog.clear()
+            trainer.train(config, tmp_path / 'restarted')  # a new process would see the same: a new jit, a hit
+    finally:
+        jax.config.update('jax_persistent_cache_min_compile_time_secs', previous)
+    assert f'loaded the compiled step from the persistent compilation cache {tmp_path / "cache"}' in caplog.text
+    assert jax.config.jax_compilation_cache_dir is None  # the caller's process is left as it was
