@@ -19,14 +19,14 @@ out = Path(sys.argv[1])
 results = {}
 for data, fsdp in ((8, 1), (4, 2)):
     config = mae.get_config('smoke')
-    config.mesh.update(data=data, fsdp=fsdp)
+    config.mesh.update(data=data, fsdp=fsdp, fsdp_min_size=0)  # the smoke model's tensors are all small
     config.num_eval_images = 0  # the losses are the point: skip compiling the eval step
     trainer.train(config, out / f'{data}x{fsdp}')
     results[f'{data}x{fsdp}'] = losses(out / f'{data}x{fsdp}')
 
 tx, _ = optim.make_optimizer(config)
 abstract_state = jax.eval_shape(functools.partial(trainer.init_state, config, tx))
-shardings = sharding.state_shardings(abstract_state, sharding.make_mesh(4, 2))
+shardings = sharding.state_shardings(abstract_state, sharding.make_mesh(4, 2), trainer.fsdp_min_size(config))
 sizes = [
     (math.prod(x.shape), 'fsdp' in s.spec)
     for x, s in zip(jax.tree.leaves(abstract_state['params']), jax.tree.leaves(shardings['params']), strict=True)
