@@ -265,6 +265,7 @@ def _train(config, spec, workdir, init_from, cache):
     init, abstract_state, shardings = program.init, program.abstract_state, program.shardings
     graphdef, rest = program.graphdef, program.rest
 
+    check_layout(config, workdir)
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)
         with atomic_path(workdir / 'config.json') as tmp:
@@ -452,6 +453,19 @@ def local_workdir(workdir):
     if workdir.exists() and not workdir.is_dir():
         raise UsageError(f'--workdir {workdir} is a file, not a folder')
     return workdir
+
+
+def check_layout(config, workdir):
+    """A run resumes with the parameter layout it was started with: scanned blocks stack their parameters, so a
+    checkpoint of one layout does not restore into the other (runs from before `scan_layers` were unscanned)."""
+    if not (workdir / 'config.json').is_file() or not (workdir / 'checkpoints').is_dir():
+        return
+    started = load_config(workdir).get('scan_layers', False)
+    if started != config.scan_layers and any(path.name.isdigit() for path in (workdir / 'checkpoints').iterdir()):
+        raise UsageError(
+            f'{workdir} was trained with scan_layers={started}: resume it with --config.scan_layers={started} '
+            '(the layout of its checkpoints), or start a new --workdir'
+        )
 
 
 def load_config(workdir):

@@ -8,6 +8,7 @@ import signal
 import jax
 import pytest
 
+from mae_core.errors import UsageError
 from mae_flax.configs import mae
 from mae_flax.train import trainer
 from tests.train.conftest import REPO, SMOKE, losses, train
@@ -97,3 +98,14 @@ def test_a_restarted_run_loads_its_step_from_the_compilation_cache(tmp_path, cap
         jax.config.update('jax_persistent_cache_min_compile_time_secs', previous)
     assert f'loaded the compiled step from the persistent compilation cache {tmp_path / "cache"}' in caplog.text
     assert jax.config.jax_compilation_cache_dir is None  # the caller's process is left as it was
+
+
+def test_a_run_resumes_only_with_the_layout_it_was_started_with(smoke_run, tmp_path):
+    workdir = tmp_path / 'run'
+    shutil.copytree(smoke_run[0], workdir)
+    config = mae.get_config('smoke')
+    config.update(total_steps=16, scan_layers=False)
+    with pytest.raises(
+        UsageError, match=r'was trained with scan_layers=True: resume it with --config.scan_layers=True'
+    ):
+        trainer.train(config, workdir)
