@@ -11,7 +11,6 @@ the 10th-90th percentile spread, and each row's step time as a multiple of mae_f
 import argparse
 import dataclasses
 import datetime
-import functools
 import json
 import os
 import tempfile
@@ -22,15 +21,14 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import torch
-from flax import nnx
 
-import mae_flax
 import mae_torch
 from benchmarks import hardware
 from benchmarks.presets import PRESETS, train_flops_per_image
+from mae_flax.configs import mae as mae_configs
 from mae_flax.files import atomic_path
+from mae_flax.train import sharding, trainer
 from mae_torch.reference import load_vit_pytorch
 
 BACKENDS = ('flax', 'torch', 'torch_compile', 'vit_pytorch')
@@ -51,28 +49,27 @@ class Runner:
 
 
 def flax_runner(preset, dtype):
-    """A jax.jit step over nnx.split state, donated, as flax's examples/gemma; masking noise from the model's
-    own rng stream, which travels in the state."""
-    compute_dtype = jnp.bfloat16 if dtype == 'bf16' else None
-    model = mae_flax.build(preset.spec, rngs=nnx.Rngs(params=1, noise=2), dtype=compute_dtype)
-    tx = optax.adamw(LEARNING_RATE, b1=BETAS[0], b2=BETAS[1], weight_decay=WEIGHT_DECAY)
-    graphdef, state = nnx.split((model, nnx.Optimizer(model, tx, wrt=nnx.Param)))
-    images = jax.random.normal(jax.random.key(3), (preset.batch_size, preset.image_size, preset.image_size, 3))
-
-    @functools.partial(jax.jit, donate_argnums=0)
-    def train_step(state, images):
-        model, optimizer = nnx.merge(graphdef, state)
-        loss, grads = nnx.value_and_grad(lambda model: model(images))(model)
-        optimizer.update(model, grads)
-        return nnx.state((model, optimizer)), loss
-
+    """mae-train's own step (trainer.StepProgram: the jitted, donated step the trainer runs, scanned blocks, its
+    AdamW and schedule) on one device, over a fixed uint8 batch; masking noise drawn inside the step."""
+    config = mae_configs.get_config('tiny')
+    config.model = preset.spec.to_dict()
+    config.update(batch_size=preset.batch_size, dtype='bfloat16' if dtype == 'bf16' else 'float32')
+    config.optim.update(base_lr=LEARNING_RATE * 256 / preset.batch_size, b1=BETAS[0], b2=BETAS[1])
+    config.optim.update(weight_decay=WEIGHT_DECAY, warmup_steps=0)
+    mesh = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
+    program = trainer.StepProgram.build(config, mesh)
+    state = jax.jit(program.init, out_shardings=program.shardings)()
+    size = preset.spec.image_size
+    images = jax.random.randint(jax.random.key(3), (preset.batch_size, *size, 3), 0, 256, jnp.int32)
+    images = jax.device_put(images.astype(jnp.uint8), sharding.batch_sharding(mesh))
+    train_step = program.train_step
     holder = {'state': state, 'compiled': None}
 
     def step():
         if holder['compiled'] is None:  # ahead of time, so that the memory analysis needs no second compilation
             holder['compiled'] = train_step.lower(holder['state'], images).compile()
-        holder['state'], loss = holder['compiled'](holder['state'], images)
-        jax.block_until_ready((holder['state'], loss))
+        holder['state'], metrics = holder['compiled'](holder['state'], images)
+        jax.block_until_ready((holder['state'], metrics))
 
     def peak_memory_bytes():
         # what XLA allocates for the step: inputs, outputs and temporaries, less the donated buffers it reuses

@@ -1,0 +1,92 @@
+"""The trainer's loop against its bare step: images/s of `trainer.train` (the data pipeline, the host -> device
+copy of each batch, checkpoint decisions, progress, metrics fetched every `log_every` steps) over images/s of the
+same compiled step (trainer.StepProgram) called in a bare Python loop on one batch already on the device.
+
+    python -m benchmarks.loop_overhead --steps 300 --out benchmarks/results/loop_overhead-cpu.json
+
+The model is the `tiny` config's; the data the embedded photographs. The loop runs once with log_every=50 (the
+metrics stay on the device between log steps) and once with log_every=1 (a fetch, so a wait for the device, after
+every step: what the loop did before). Each figure is the trainer's own steady-state rate (its summary, from the
+second step on), and the bare loop is timed before and after them, the mean of the two taken: the machine's load
+moves all of them alike. Target: >= 0.97 of the bare step.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+from absl import logging
+
+from mae_flax.configs import mae as mae_configs
+from mae_flax.files import atomic_path
+from mae_flax.train import sharding, trainer
+
+
+def config_for(steps, log_every):
+    config = mae_configs.get_config('tiny')
+    config.update(total_steps=steps, log_every=log_every, image_every=10 * steps, num_eval_images=0)
+    config.checkpoint.every_steps = 10 * steps  # only the final, forced one
+    config.compilation_cache = ''
+    return config
+
+
+def bare_images_per_sec(config, steps):
+    mesh = sharding.make_mesh(1, 1)
+    program = trainer.StepProgram.build(config, mesh)
+    state = jax.jit(program.init, out_shardings=program.shardings)()
+    size = trainer.model_spec(config).image_size
+    batch = jax.device_put(jnp.zeros((config.batch_size, *size, 3), jnp.uint8), sharding.batch_sharding(mesh))
+    state, metrics = program.train_step(state, batch)  # compiles
+    jax.block_until_ready(metrics)
+    start = time.perf_counter()
+    for _ in range(steps):
+        state, metrics = program.train_step(state, batch)
+    jax.block_until_ready((state, metrics))
+    return steps * config.batch_size / (time.perf_counter() - start)
+
+
+def loop_images_per_sec(config):
+    with tempfile.TemporaryDirectory() as workdir:
+        return trainer.train(config, Path(workdir) / 'run')['images_per_sec']
+
+
+def benchmark(steps=300, log_every=50):
+    logging.set_verbosity(logging.WARNING)
+    before = bare_images_per_sec(config_for(steps, log_every), steps)
+    loop = loop_images_per_sec(config_for(steps, log_every))
+    loop_every_step = loop_images_per_sec(config_for(steps, 1))
+    after = bare_images_per_sec(config_for(steps, log_every), steps)
+    bare = (before + after) / 2
+    return dict(
+        date=datetime.date.today().isoformat(),
+        jax=jax.__version__,
+        cpus=len(os.sched_getaffinity(0)),
+        steps=steps,
+        batch_size=config_for(steps, log_every).batch_size,
+        bare_images_per_sec=[before, after],
+        loop_images_per_sec={f'log_every={log_every}': loop, 'log_every=1': loop_every_step},
+        loop_over_bare={f'log_every={log_every}': loop / bare, 'log_every=1': loop_every_step / bare},
+    )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--steps', type=int, default=300)
+    parser.add_argument('--log-every', type=int, default=50)
+    parser.add_argument('--out', type=Path)
+    args = parser.parse_args(argv)
+    results = benchmark(args.steps, args.log_every)
+    print(json.dumps(results, indent=2))
+    if args.out:
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(json.dumps(results, indent=2) + '\n')
+
+
+if __name__ == '__main__':
+    main()
