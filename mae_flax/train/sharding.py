@@ -10,6 +10,7 @@ import functools
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -86,9 +87,15 @@ class FsdpGather:
 
     mesh: jax.sharding.Mesh
     min_size: int = 0
+    dtype: str | None = None  # the compute dtype: a sharded weight is cast before it is gathered (bf16: half the bytes)
 
     def __call__(self, weight):
         spec = fsdp_spec(weight.shape, self.mesh.shape['fsdp'], min_size=self.min_size)
+        if spec == P():
+            return weight  # replicated: nothing to gather
+        if self.dtype is not None and jnp.issubdtype(weight.dtype, jnp.floating):
+            # the Linear that uses it casts it so anyway; its gradient comes back in this dtype and is cast up
+            weight = weight.astype(self.dtype)
         return _gather(weight, NamedSharding(self.mesh, spec), NamedSharding(self.mesh, P()))
 
 

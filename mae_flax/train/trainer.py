@@ -82,7 +82,7 @@ def model_parts(config, mesh=None):
     their weights once per pass (sharding.FsdpGather)."""
     abstract_model = nnx.eval_shape(lambda: build_model(config, nnx.Rngs(config.seed)))
     if mesh is not None and mesh.shape['fsdp'] > 1:
-        gather = sharding.FsdpGather(mesh, fsdp_min_size(config))
+        gather = sharding.FsdpGather(mesh, fsdp_min_size(config), config.dtype)
         for _, module in abstract_model.iter_modules():
             if isinstance(module, Scanned):
                 module.gather = gather
