@@ -62,9 +62,12 @@ def get_config(variant='tiny'):
     config.model = model(decode_variant('tiny'), decoder_dim=64, decoder_depth=2, decoder_heads=4, decoder_dim_head=16)
     config.dtype = 'float32'  # compute dtype; parameters and optimizer state are always float32
     # how the blocks run, not what they compute (mae_flax/stack.py): scanned, one block's program is compiled
-    # whatever the depth; remat per block: 'none', 'full', 'dots_saveable', 'dots_with_no_batch_dims_saveable'
+    # whatever the depth. remat per block: 'none', 'full', 'dots_saveable', 'dots_with_no_batch_dims_saveable'.
+    # Under a scan 'none' keeps every intermediate of every block (MAE-B, 64 images per v5e chip: 15.7 GiB, against
+    # 5.3 unscanned); keeping the weight matmuls' outputs alone takes 4.4 GiB for ~4% more FLOPs (recomputing
+    # the attention products, norms and GELUs): the default. benchmarks/README.md, TPU AOT.
     config.scan_layers = True
-    config.remat = 'none'
+    config.remat = 'dots_with_no_batch_dims_saveable'
 
     config.total_steps = 500
     config.batch_size = 32  # global, per optimizer step
