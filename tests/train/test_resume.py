@@ -62,18 +62,34 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     assert all(math.isfinite(loss) for step, loss in losses(tmp_path).items() if step < bad_step)
 
 
-def test_metrics_are_fetched_once_per_log_window_and_a_nan_still_stops_the_run(tmp_path, monkeypatch):
+def test_metrics_are_fetched_once_per_log_window_a_nan_stops_the_run_and_a_restart_loads_the_cached_step(
+    tmp_path, monkeypatch, caplog
+):
     fetched = []  # the steps' count of each device -> host fetch of metrics
     fetch_metrics = trainer.fetch_metrics
     monkeypatch.setattr(
         trainer, 'fetch_metrics', lambda metrics: fetched.append(len(metrics)) or fetch_metrics(metrics)
     )
     config = mae.get_config('smoke')
-    config.update(total_steps=8, log_every=4, image_every=8)
+    config.update(total_steps=8, log_every=4, image_every=8, compilation_cache=str(tmp_path / 'cache'))
     config.checkpoint.every_steps = 8
-    summary = trainer.train(config, tmp_path / 'finite')
-    assert fetched == [4, 4]  # not once per step
-    assert summary['step'] == 8 and math.isfinite(summary['last_loss'])
+    previous = jax.config.jax_persistent_cache_min_compile_time_secs
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)  # the smoke step compiles in under 1 s
+    try:
+        with caplog.at_level(logging.INFO):
+            summary = trainer.train(config, tmp_path / 'finite')
+            assert fetched == [4, 4]  # not once per step
+            assert summary['step'] == 8 and math.isfinite(summary['last_loss'])
+            assert 'cached in' in caplog.text and 'loaded the compiled step' not in caplog.text
+
+            # the same run restarted (a new jit, as in a new process): its step comes from the cache
+            caplog.clear()
+            trainer.train(config, tmp_path / 'restarted')
+            cache = tmp_path / 'cache'
+            assert f'loaded the compiled step from the persistent compilation cache {cache}' in caplog.text
+    finally:
+        jax.config.update('jax_persistent_cache_min_compile_time_secs', previous)
+    assert jax.config.jax_compilation_cache_dir is None  # the caller's process is left as it was
 
     fetched.clear()
     config.optim.base_lr = 1e30  # non-finite within the first window; seen at its end, step 4
@@ -81,23 +97,6 @@ def test_metrics_are_fetched_once_per_log_window_and_a_nan_still_stops_the_run(t
         trainer.train(config, tmp_path / 'diverges')
     assert fetched == [4]
     assert not checkpoint_steps(tmp_path / 'diverges')
-
-
-def test_a_restarted_run_loads_its_step_from_the_compilation_cache(tmp_path, caplog):
-    config = mae.get_config('smoke')
-    config.update(total_steps=2, num_eval_images=0, compilation_cache=str(tmp_path / 'cache'))
-    previous = jax.config.jax_persistent_cache_min_compile_time_secs
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)  # the smoke step compiles in under 1 s
-    try:
-        with caplog.at_level(logging.INFO):
-            trainer.train(config, tmp_path / 'first')
-            assert 'cached in' in caplog.text and 'loaded the compiled step' not in caplog.text
-            caplog.clear()
-            trainer.train(config, tmp_path / 'restarted')  # a new process would see the same: a new jit, a hit
-    finally:
-        jax.config.update('jax_persistent_cache_min_compile_time_secs', previous)
-    assert f'loaded the compiled step from the persistent compilation cache {tmp_path / "cache"}' in caplog.text
-    assert jax.config.jax_compilation_cache_dir is None  # the caller's process is left as it was
 
 
 def test_a_run_resumes_only_with_the_layout_it_was_started_with(smoke_run, tmp_path):
