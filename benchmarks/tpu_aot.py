@@ -225,6 +225,17 @@ def analyse_hlo(text):
         if i['opcode'] == 'fusion'
         for c in re.findall(r'calls=%([\w.\-]+)', i['attributes'])
     }
+    # the TPU compiler's async collectives: an `async-collective-start` fusion holds the collective, and its
+    # `async-collective-done` and `async_collective_fusion` continuations (the work overlapped with it) hold copies
+    # of the same op: one collective, counted at its start
+    continuation = {
+        callee
+        for instructions in computations.values()
+        for i in instructions
+        if i['name'].startswith('async-collective-done')
+        for callee in re.findall(r'calls=%([\w.\-]+)', i['attributes'])
+    }
+    continuation |= {name for name in computations if name.startswith('async_collective_fusion')}
     collectives = {kind: dict(count=0, bytes=0) for kind in COLLECTIVES}
     other = set()
     counts = dict(scatter=0, sort=0, dot=0, f32_dot=0, while_loops=0)
@@ -246,6 +257,8 @@ def analyse_hlo(text):
             elif kind not in COLLECTIVES:
                 if any(c in opcode for c in COLLECTIVES) and not opcode.endswith('-start'):
                     other.add(opcode)
+                continue
+            if computation in continuation:
                 continue
             # the full tensor's bytes: an all-gather's result, a reduce-scatter's operand
             size = max(type_bytes(instruction['type']), sum(type_bytes(t) for t in operand_types))
