@@ -77,12 +77,15 @@ def run_layers(layers, x, apply=None, remat='none'):
     """x through every block in order; `apply(block, x)` calls one (default: `block(x)`)."""
     apply = apply or _call
     policy = REMAT_POLICIES[check_remat(remat)]
+    scanned = isinstance(layers, Scanned)
+    if scanned and layers.gather is not None:
+        # inside the remat: the backward pass gathers the weights again rather than keep every block's gathered
+        # copy from the forward pass (FSDP's point); with remat 'none' the copies are kept, one gather a step
+        apply = _gathering(apply, layers.gather)
     if remat != 'none':
         # prevent_cse only matters outside a scan (and costs there): keep it for the loop, as jax.checkpoint does
-        apply = nnx.remat(apply, policy=policy, prevent_cse=not isinstance(layers, Scanned))
-    if isinstance(layers, Scanned):
-        if layers.gather is not None:
-            apply = _gathering(apply, layers.gather)
+        apply = nnx.remat(apply, policy=policy, prevent_cse=not scanned)
+    if scanned:
         return nnx.scan(apply, in_axes=(0, nnx.Carry), out_axes=nnx.Carry)(layers.stacked, x)
     for block in layers:
         x = apply(block, x)
