@@ -11,9 +11,11 @@ from flax import nnx
 
 import mae_torch
 from mae_core import ModelSpec
+from mae_flax import model_files
 from mae_flax.cli import export
 from mae_flax.configs import mae
 from mae_flax.convert import save_state_dict_file, to_torch_state_dict
+from mae_flax.stack import Scanned
 from mae_flax.train import optim, trainer
 
 
@@ -93,3 +95,16 @@ def test_init_from_a_torch_vit_takes_the_encoder_and_keeps_the_decoder(fresh_sta
         np.testing.assert_array_equal(value, vit.state_dict()[key].numpy(), err_msg=key)
     np.testing.assert_array_equal(model.decoder_pos_emb[...], params['decoder_pos_emb'])
     np.testing.assert_array_equal(model.mask_token[...], params['mask_token'])
+
+
+def test_a_scanned_run_exports_a_flax_file_with_per_block_keys_that_reads_back_unscanned(smoke_run, tmp_path):
+    loaded = model_files.read_model(smoke_run[0])
+    assert isinstance(loaded.model.encoder.transformer.layers, Scanned)  # mae-train scans its blocks
+    model_files.write_model(loaded, tmp_path / 'mae.safetensors', 'flax')
+    keys = set(safetensors.torch.load_file(tmp_path / 'mae.safetensors'))
+    assert 'encoder.transformer.layers.0.0.to_qkv.kernel' in keys and not any('stacked' in key for key in keys)
+    again = model_files.read_model(tmp_path / 'mae.safetensors')
+    assert not isinstance(again.model.encoder.transformer.layers, Scanned)
+    expected = to_torch_state_dict(loaded.model)
+    for key, array in to_torch_state_dict(again.model).items():
+        np.testing.assert_array_equal(array, expected[key], err_msg=key)
