@@ -2,8 +2,9 @@
 
 Each family brings one table (mae_flax/<family>/table.py) of rows: a torch key, the Flax parameter that holds
 it, and the two functions that move the array between layouts (a Linear weight is transposed, a token reshaped,
-anything else copied); a scanned model's blocks are read and written per block (mae_flax.stack). The engine checks every key and shape against the table, reports every problem at once,
-and loads nothing unless everything fits. Keys that name the same parameter twice (vit-pytorch's shared patch
+anything else copied); a scanned model's blocks are read and written per block (mae_flax.stack). The engine
+checks every key and shape against the table, reports every problem at once, and loads nothing unless everything
+fits. Keys that name the same parameter twice (vit-pytorch's shared patch
 embedding) must hold the same values, and are all written back. torch is only imported to read or write
 `.pt`/`.pth` files.
 """

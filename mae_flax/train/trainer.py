@@ -317,7 +317,7 @@ def _train(config, spec, workdir, init_from, cache):
             writer.write(0, dict(eval_loss=initial_eval_loss))
     losses = collections.deque(maxlen=config.log_every)  # this run's last logging window
     first_window = []  # and its first
-    pending = []  # (step, metrics on the device) not fetched yet: the loop does not wait for the device between
+    pending = []  # (step, metrics on the device) not fetched yet: no wait for the device between log steps
     window_start, window_steps, steady_start = time.perf_counter(), 0, None
 
     def fetch():
@@ -347,12 +347,10 @@ def _train(config, spec, workdir, init_from, cache):
     try:
         for step in range(start, config.total_steps):
             batch = sharding.global_batch(next(train_iter), mesh)
+            call_start = time.perf_counter()
+            state, metrics = train_step(state, batch)  # the first call compiles, or loads from the cache
             if step == start:
-                compile_start = time.perf_counter()
-                state, metrics = train_step(state, batch)  # compiles, or loads the program from the cache
-                compilation_cache.log_first_step(cache, hits_before, time.perf_counter() - compile_start)
-            else:
-                state, metrics = train_step(state, batch)
+                compilation_cache.log_first_step(cache, hits_before, time.perf_counter() - call_start)
             done = step + 1
             pending.append((done, metrics))
             steady_start = steady_start or time.perf_counter()  # after the first step, which compiles
