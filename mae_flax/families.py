@@ -34,6 +34,13 @@ class Family:
     infer: Callable
     decays: Callable
     encoder_spec: Callable  # the description written beside an encoder's file
+    # the classifier (mae-finetune, mae-linprobe): its Flax and torch builders, pools, head, lr-decay layers
+    build_classifier: Callable
+    build_classifier_torch: Callable
+    pools: tuple
+    head: str  # the torch key prefix of its head
+    fresh: tuple  # torch key prefixes an encoder's checkpoint lacks (initialised fresh)
+    layer_id: Callable  # (per-block parameter path, depth) -> its layer for layer-wise lr decay
 
 
 def _family(package):
@@ -50,6 +57,12 @@ def _family(package):
         infer=package.infer,
         decays=package.decays,
         encoder_spec=package.encoder_spec,
+        build_classifier=package.build_classifier,
+        build_classifier_torch=package.build_classifier_torch,
+        pools=package.POOLS,
+        head=package.HEAD,
+        fresh=package.FRESH,
+        layer_id=package.layer_id,
     )
 
 

@@ -68,3 +68,48 @@ def xavier_linear(in_features, out_features, *, dtype=None, rngs):
         dot_general=dot_general_2d,
         rngs=rngs,
     )
+
+
+class DropPath(nnx.Module):
+    """Stochastic depth (timm's DropPath): in training, each sample's residual branch is dropped with probability
+    `rate` and the kept ones are scaled by 1 / (1 - rate); `eval()` (deterministic) passes it through. `rate` is
+    state, not a Python attribute, so that the blocks of a scanned stack each hold their own (mae_flax.stack)."""
+
+    def __init__(self, rate, *, rngs):
+        self.rate = nnx.Variable(jnp.asarray(rate, jnp.float32))
+        self.rngs = rngs['dropout'].fork()
+        self.deterministic = False
+
+    def __call__(self, x):
+        if self.deterministic:
+            return x
+        keep = 1 - self.rate[...]
+        kept = jax.random.bernoulli(self.rngs(), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+        return jnp.where(kept, x / keep.astype(x.dtype), jnp.zeros((), x.dtype))
+
+
+def drop_path_rate(rate, index, depth):
+    """Block `index`'s rate of `depth`: timm's linear rule, 0 for the first block up to `rate` for the last."""
+    return rate * index / max(depth - 1, 1)
+
+
+def head_batch_norm(dim, *, rngs):
+    """torch.nn.BatchNorm1d(dim, affine=False, eps=1e-6) (facebookresearch/mae's linear probe): batch statistics in
+    training (over the global batch under jit), running ones (momentum 0.1 in torch's terms) in eval."""
+    return nnx.BatchNorm(
+        dim, use_bias=False, use_scale=False, epsilon=1e-6, momentum=0.9, use_fast_variance=False, rngs=rngs
+    )
+
+
+def head_linear(in_features, out_features, std=0.0, *, dtype=None, rngs):
+    """A classification head: weights from a normal truncated at 2 std (timm's trunc_normal_), zeros for std 0 (every
+    class equally likely whatever the features: fine-tuning's start), zero bias."""
+    kernel_init = jax.nn.initializers.truncated_normal(std) if std > 0 else jax.nn.initializers.zeros
+    return nnx.Linear(
+        in_features,
+        out_features,
+        dtype=dtype,
+        kernel_init=kernel_init,
+        bias_init=jax.nn.initializers.zeros,
+        rngs=rngs,
+    )

@@ -37,9 +37,10 @@ def check_remat(remat):
 
 
 class Scanned(nnx.Module):
-    """`depth` blocks made by `make_block(rngs)`, held as one block with stacked parameters."""
+    """`depth` blocks made by `make_block(rngs)` (or `make_block(rngs, index)`, `index` a traced int32, with
+    `indexed`), held as one block with stacked parameters."""
 
-    def __init__(self, make_block, depth, *, rngs):
+    def __init__(self, make_block, depth, *, rngs, indexed=False):
         if depth < 1:
             raise ValueError(f'a scanned stack needs at least one block, got depth {depth}')
         self.depth = depth
@@ -48,11 +49,11 @@ class Scanned(nnx.Module):
         self.gather = None
 
         @nnx.split_rngs(splits=depth)
-        @nnx.vmap(in_axes=(0,), out_axes=0, axis_size=depth)
-        def make(rngs):
-            return make_block(rngs)
+        @nnx.vmap(in_axes=(0, 0), out_axes=0, axis_size=depth)
+        def make(rngs, index):
+            return make_block(rngs, index) if indexed else make_block(rngs)
 
-        self.stacked = make(rngs)
+        self.stacked = make(rngs, jnp.arange(depth, dtype=jnp.int32))
 
     def __len__(self):
         return self.depth
@@ -66,11 +67,13 @@ class Scanned(nnx.Module):
         return LayerView(self.stacked, index % self.depth)
 
 
-def make_layers(make_block, depth, *, scan_layers=False, rngs):
-    """The blocks: an nnx.List of `depth` blocks, or one Scanned stack of them."""
+def make_layers(make_block, depth, *, scan_layers=False, rngs, indexed=False):
+    """The blocks: an nnx.List of `depth` blocks, or one Scanned stack of them. With `indexed`, block i is
+    `make_block(rngs, i)`: a Python int in the loop, a traced int32 under the scan (what differs per block, a drop
+    path rate, must then be the block's state, not a Python attribute)."""
     if scan_layers:
-        return Scanned(make_block, depth, rngs=rngs)
-    return nnx.List(make_block(rngs) for _ in range(depth))
+        return Scanned(make_block, depth, rngs=rngs, indexed=indexed)
+    return nnx.List((make_block(rngs, index) if indexed else make_block(rngs)) for index in range(depth))
 
 
 def run_layers(layers, x, apply=None, remat='none'):

@@ -27,7 +27,33 @@ OFFICIAL_VARIANTS = {
     'mae_vit_l16': 'mae_vit_large_patch16',
     'mae_vit_h14': 'mae_vit_huge_patch14',
 }
-VARIANTS = ('tiny', 'smoke', 'vit_b16', 'vit_l16', 'vitpytorch', 'mae_tiny', 'mae_smoke', *OFFICIAL_VARIANTS)
+VARIANTS = (
+    'tiny',
+    'smoke',
+    'vit_b16',
+    'vit_l16',
+    'vitpytorch',
+    'mae_tiny',
+    'mae_smoke',
+    'digits',
+    *OFFICIAL_VARIANTS,
+)
+# scikit-learn's 8x8 handwritten digits (mae_flax.train.labeled): gray, mean and std of their pixels in [0, 1]
+DIGITS_MEAN, DIGITS_STD = (0.3053,), (0.3759,)
+
+
+def digits_model():
+    """The digits' MAE: the official family, 2x2 patches of the 8x8 gray images (16 patches), a 4-block encoder 64
+    wide, a 2-block decoder 32 wide, half the patches masked (of 16 patches, 4 visible ones say too little)."""
+    return dict(
+        family=official.NAME,
+        encoder=official.ENCODER_DEFAULTS
+        | dict(img_size=8, patch_size=2, in_chans=1, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0),
+        mae=official.MAE_DEFAULTS
+        | dict(decoder_embed_dim=32, decoder_depth=2, decoder_num_heads=4, decoder_mlp_ratio=2.0, mask_ratio=0.5),
+        pixel_mean=DIGITS_MEAN,
+        pixel_std=DIGITS_STD,
+    )
 
 
 def model(encoder, **mae):
@@ -111,6 +137,13 @@ def get_config(variant='tiny'):
         # dark layout (eval loss 1.77 -> 0.59); after 500 steps they were still colour blobs
         config.update(total_steps=1000, image_every=250)
         config.checkpoint.every_steps = 250
+    elif variant == 'digits':
+        # the pretraining half of the digits experiment (README): the train split of the embedded digits, no labels
+        config.model = digits_model()
+        config.data.update(source='digits', crop_scale=(0.6, 1.0), flip=False)
+        config.optim.update(base_lr=5e-3, warmup_steps=100)
+        config.update(total_steps=2000, batch_size=128, image_every=500, num_eval_images=16)
+        config.checkpoint.every_steps = 500
     elif variant == 'smoke' and config.model.family == official.NAME:
         config.model.encoder.update(img_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=2)
         config.model.mae.update(decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)

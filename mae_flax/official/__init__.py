@@ -10,6 +10,7 @@ from mae_flax.official.mae import (
     mae_vit_huge_patch14,
     mae_vit_large_patch16,
 )
+from mae_flax.official.vit import VisionTransformer
 
 
 def build(spec, *, rngs, dtype=None, scan_layers=False, remat='none'):
@@ -17,6 +18,56 @@ def build(spec, *, rngs, dtype=None, scan_layers=False, remat='none'):
     return MaskedAutoencoderViT(
         **spec.encoder, **(spec.mae or {}), dtype=dtype, scan_layers=scan_layers, remat=remat, rngs=rngs
     )
+
+
+def build_classifier(spec, *, num_classes, pool, drop_path_rate=0.0, head_norm=False, head_std=0.0, **kwargs):
+    """facebookresearch/mae's fine-tuning model for the encoder a ModelSpec describes: its VisionTransformer, pool
+    'avg' (fine-tuning's fc_norm of the mean patch token) or 'token' (linear probing's cls token after norm)."""
+    encoder = spec.encoder
+    return VisionTransformer(
+        img_size=encoder['img_size'],
+        patch_size=encoder['patch_size'],
+        in_chans=encoder['in_chans'],
+        num_classes=num_classes,
+        embed_dim=encoder['embed_dim'],
+        depth=encoder['depth'],
+        num_heads=encoder['num_heads'],
+        mlp_ratio=encoder['mlp_ratio'],
+        global_pool=pool,
+        layer_norm_eps=encoder['layer_norm_eps'],
+        drop_path_rate=drop_path_rate,
+        head_norm=head_norm,
+        head_std=head_std,
+        **kwargs,
+    )
+
+
+def build_classifier_torch(spec, *, num_classes, pool):
+    """The torch twin (timm's VisionTransformer keys) of `build_classifier`'s model."""
+    import mae_torch.official
+
+    encoder = dict(spec.encoder)
+    eps = encoder.pop('layer_norm_eps')
+    return mae_torch.official.VisionTransformer(
+        **encoder, num_classes=num_classes, global_pool=pool, layer_norm_eps=eps
+    )
+
+
+# the classifier: its pools (the first is fine-tuning's default, the second linear probing's), the torch name of its
+# head, and what an encoder's checkpoint does not hold (initialised fresh: the head, fine-tuning's fc_norm)
+POOLS = ('avg', 'token')
+HEAD = 'head'
+FRESH = ('head.', 'fc_norm.')
+
+
+def layer_id(names, depth):
+    """facebookresearch/mae's layer-wise lr decay layers (util/lr_decay.py): the embeddings 0, block i i + 1,
+    everything after the blocks (norm, fc_norm, head) depth + 1; `names` is a parameter's per-block path."""
+    if names[0] in ('cls_token', 'pos_embed', 'patch_embed'):
+        return 0
+    if names[0] == 'blocks':
+        return int(names[1]) + 1
+    return depth + 1
 
 
 def build_torch(spec):
@@ -39,13 +90,20 @@ def encoder_spec(spec):
 
 
 __all__ = [
+    'FRESH',
+    'HEAD',
+    'POOLS',
     'MaskedAutoencoderViT',
+    'VisionTransformer',
     'build',
+    'build_classifier',
+    'build_classifier_torch',
     'build_torch',
     'decays',
     'encoder_spec',
     'facts',
     'infer',
+    'layer_id',
     'mae_vit_base_patch16',
     'mae_vit_huge_patch14',
     'mae_vit_large_patch16',

@@ -15,7 +15,7 @@ from flax import nnx
 from mae_core.contract import MAEOutput
 from mae_core.fields import pair
 from mae_core.official import FACTORIES, MASKING, sincos_pos_embed
-from mae_flax.layers import gelu, torch_layer_norm, xavier_linear
+from mae_flax.layers import DropPath, gelu, torch_layer_norm, xavier_linear
 from mae_flax.masking import check_noise, permute_tokens, random_masking
 from mae_flax.patches import check_image, patchify, unpatchify
 from mae_flax.stack import check_remat, make_layers, run_layers
@@ -55,15 +55,21 @@ class Mlp(nnx.Module):
 
 
 class Block(nnx.Module):
-    def __init__(self, dim, num_heads, mlp_ratio, eps, *, dtype=None, rngs):
+    """timm's pre-norm block; `drop_path` (a rate, None for none) drops each residual branch per sample."""
+
+    def __init__(self, dim, num_heads, mlp_ratio, eps, *, drop_path=None, dtype=None, rngs):
         self.norm1 = torch_layer_norm(dim, eps=eps, dtype=dtype, rngs=rngs)
         self.attn = Attention(dim, num_heads, dtype=dtype, rngs=rngs)
         self.norm2 = torch_layer_norm(dim, eps=eps, dtype=dtype, rngs=rngs)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), dtype=dtype, rngs=rngs)
+        self.drop_path = None if drop_path is None else DropPath(drop_path, rngs=rngs)
 
     def __call__(self, x):
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        if self.drop_path is None:
+            x = x + self.attn(self.norm1(x))
+            return x + self.mlp(self.norm2(x))
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 def forward_loss(target, pred, mask, norm_pix_loss):

@@ -17,6 +17,7 @@ fixed sin-cos tables, which the model computes (checked on load, recomputed for 
 import warnings
 
 from mae_flax.official.mae import MaskedAutoencoderViT
+from mae_flax.official.vit import VisionTransformer
 from mae_flax.rows import constant, fused_linear, layer_norm, linear, one
 
 # per layout: how a block names its parts, and where the encoder's and decoder's blocks live
@@ -85,8 +86,26 @@ def _block(key, block, names):
     )
 
 
+def classifier_table(model):
+    """[Row] for a VisionTransformer (the fine-tuning model) under timm's VisionTransformer keys. Its position
+    embeddings are a parameter (trained in fine-tuning, as timm's), not the MAE's constant."""
+    to_flax, to_torch = _conv_to_linear(model.patch_embed.patch_size, model.in_chans)
+    rows = [one('cls_token', model.cls_token), one('pos_embed', model.pos_embed)]
+    rows += [
+        one('patch_embed.proj.weight', model.patch_embed.proj.kernel, to_flax, to_torch),
+        one('patch_embed.proj.bias', model.patch_embed.proj.bias),
+    ]
+    for i, block in enumerate(model.blocks):
+        rows += _block(f'blocks.{i}', block, _FB_BLOCK)
+    rows += layer_norm('norm', model.norm) if model.norm is not None else layer_norm('fc_norm', model.fc_norm)
+    return rows + linear('head', model.head)
+
+
 def table(model, layout='mae', encoder_only=False):
-    """[Row] for a MaskedAutoencoderViT in `layout`; `encoder_only`: the encoder's keys alone."""
+    """[Row] for a MaskedAutoencoderViT in `layout`; `encoder_only`: the encoder's keys alone. A VisionTransformer
+    (fine-tuning's classifier) has timm's keys in every layout."""
+    if isinstance(model, VisionTransformer):
+        return classifier_table(model)
     model_only = layout.endswith('_model')  # HuggingFace's ViTMAEModel: the encoder, without the 'vit.' prefix
     block_names, encoder_blocks, decoder_blocks, names = _NAMES[layout.removesuffix('_model')]
     if model_only:

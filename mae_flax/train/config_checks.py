@@ -35,6 +35,12 @@ def _crop_scale(name, value):
     return value
 
 
+def _open_ratio_or_one(name, value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise UsageError(f'{name} must be a number in (0, 1], got {value!r}')
+    return value
+
+
 def _mesh_axis(name, value):
     if value != -1:
         fields.positive_int(name, value)
@@ -97,12 +103,71 @@ def check(config):
     """The run's ModelSpec, once every field of `config` (an ml_collections.ConfigDict) is known to be valid."""
     for name, check_field in CHECKS.items():
         check_field(f'config.{name}', _get(config, name))
+    spec = check_model(config)
+    if spec.mae is None:
+        raise UsageError('config.model.mae is empty: mae-train pretrains an MAE, it needs the decoder keywords')
+    return spec
+
+
+def _ratio(name, value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise UsageError(f'{name} must be a number in [0, 1], got {value!r}')
+    return value
+
+
+def _open_ratio(name, value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+        raise UsageError(f'{name} must be a number in (0, 1), got {value!r}')
+    return value
+
+
+def _drop_rate(name, value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+        raise UsageError(f'{name} must be a number in [0, 1), got {value!r}')
+    return value
+
+
+SHARED = ('seed', 'dtype', 'scan_layers', 'remat', 'total_steps', 'batch_size', 'grad_accum_steps')
+SHARED += tuple(name for name in CHECKS if name.startswith(('optim.', 'data.', 'mesh.', 'checkpoint.')))
+CLASSIFY_CHECKS = {name: CHECKS[name] for name in SHARED} | {
+    'compilation_cache': _string,
+    'log_every': fields.positive_int,
+    'mode': fields.choice('finetune', 'linprobe'),
+    'optim.layer_decay': _ratio,
+    'optim.momentum': _beta,
+    'classifier.num_classes': fields.non_negative_int,
+    'classifier.pool': _string,
+    'classifier.drop_path_rate': _drop_rate,
+    'classifier.label_smoothing': _drop_rate,
+    'classifier.head_init_std': _non_negative_float,
+    'mixup.mixup_alpha': _non_negative_float,
+    'mixup.cutmix_alpha': _non_negative_float,
+    'mixup.switch_prob': _ratio,
+    'mixup.prob': _ratio,
+    'data.val_fraction': _open_ratio,
+    'data.eval_crop_fraction': _open_ratio_or_one,
+    'eval_every': fields.positive_int,
+    'eval_batch_size': fields.positive_int,
+}
+
+
+def check_classify(config):
+    """Every field of a fine-tuning or linear-probing config (the model is checked where it is known: from
+    --init_from, the resumed run, or config.model)."""
+    for name, check_field in CLASSIFY_CHECKS.items():
+        try:
+            value = _get(config, name)
+        except (KeyError, AttributeError):
+            raise UsageError(f'config.{name} is missing: start from mae_flax/configs/classify.py') from None
+        check_field(f'config.{name}', value)
+
+
+def check_model(config):
+    """config.model as a checked ModelSpec, built abstractly (what only the constructors know)."""
     try:
         spec = ModelSpec.from_dict(config.model.to_dict())
     except UsageError as error:
         raise UsageError(f'config.{error}' if str(error).startswith('model') else f'config.model: {error}') from error
-    if spec.mae is None:
-        raise UsageError('config.model.mae is empty: mae-train pretrains an MAE, it needs the decoder keywords')
     try:  # what only the constructors know (sizes that divide, a ratio that masks a patch), without compiling
         families.build_abstract(spec)
     except UsageError as error:

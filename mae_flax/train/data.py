@@ -479,6 +479,10 @@ def make_source(source, image_size, channels):
         )
     if source == 'default':
         return PhotoSource(image_size, channels)
+    if source == 'digits':  # the train split of the embedded digits, labels set aside (mae_flax.train.labeled)
+        from mae_flax.train import labeled
+
+        return labeled.digits(channels, labeled.DIGITS_VAL_FRACTION).train.images
     if str(source).endswith(('.npy', '.npz')):
         return ArraySource(source, channels)
     if is_array_record(source):
@@ -506,10 +510,23 @@ def train_iterator(source, data_config, image_size, seed, global_batch, process_
     `prefetch` batches read ahead, and they are interleaved back in order, so the stream and the checkpointed
     state do not depend on W. Memory: about W x (prefetch + 1) local batches. Close the iterator when done
     (`iterator.close()`) to stop the workers."""
+    return iterate(
+        crops(source, data_config, image_size, seed),
+        data_config,
+        global_batch,
+        process_index,
+        process_count,
+        len(source),
+    )
+
+
+def iterate(stream, data_config, global_batch, process_index, process_count, source_size):
+    """An endless stream of elements -> this process's rows of each global batch, as an iterator whose state
+    checkpoints (see train_iterator)."""
     if global_batch % process_count:
         raise UsageError(f'batch_size {global_batch} must be divisible by the number of processes {process_count}')
     local_batch = global_batch // process_count
-    batches = crops(source, data_config, image_size, seed).batch(local_batch, drop_remainder=True)
+    batches = stream.batch(local_batch, drop_remainder=True)
     # global batch i is local batches [i * P, (i + 1) * P): process p takes the p-th of each group
     local = batches[process_index::process_count]
     options = grain.ReadOptions(num_threads=data_config.num_threads, prefetch_buffer_size=data_config.prefetch)
@@ -520,7 +537,7 @@ def train_iterator(source, data_config, image_size, seed, global_batch, process_
         dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=data_config.workers))
     logging.info(
         'data: %d source items, local batch %d of %d, %d worker processes',
-        len(source),
+        source_size,
         local_batch,
         global_batch,
         data_config.workers,

@@ -9,9 +9,11 @@ clusters JAX detects) every host runs the same command; elsewhere pass --coordin
 and --process_id to each process.
 """
 
+import dataclasses
 import logging
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -33,18 +35,45 @@ DEFAULT_CONFIG = str(Path(mae_flax.configs.__file__).parent / 'mae.py') + ':tiny
 FLAGS = {}  # name -> absl flag holder, once define_flags() ran
 
 
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """What differs between mae-train and the classification commands that share this driver."""
+
+    name: str
+    doc: str
+    default_config: str
+    variants: tuple
+    train: Callable  # (config, workdir, init_from) -> summary
+    init_from_help: str
+    examples: tuple
+
+
+COMMAND = Command(
+    'mae-train',
+    __doc__,
+    DEFAULT_CONFIG,
+    mae_configs.VARIANTS,
+    lambda config, workdir, init_from: trainer.train(config, workdir, init_from=init_from),
+    'Start from torch weights: a .pt/.pth/.safetensors file or a HuggingFace folder',
+    (
+        'mae-train --workdir=runs/b16 --config=mae_flax/configs/mae.py:vit_b16 --config.batch_size=1024',
+        'mae-train --workdir=runs/tiny --config.total_steps=2000 --config.model.mae.norm_pix_loss=True',
+    ),
+)
+ACTIVE = [COMMAND]  # the command being run
+
+
 def define_flags():
     """The command's flags. Defined when the command runs, not on import: ml_collections reads the --config.x
     overrides from sys.argv while defining --config, so sys.argv must hold their final spelling by then."""
     if FLAGS:
         return FLAGS
+    command = ACTIVE[0]
     FLAGS['config'] = config_flags.DEFINE_config_file(
-        'config', DEFAULT_CONFIG, 'A config file and variant: path/to/x.py:variant'
+        'config', command.default_config, 'A config file and variant: path/to/x.py:variant'
     )
     FLAGS['workdir'] = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and images go; resumes from it')
-    FLAGS['init_from'] = flags.DEFINE_string(
-        'init_from', None, 'Start from torch weights: a .pt/.pth/.safetensors file or a HuggingFace folder'
-    )
+    FLAGS['init_from'] = flags.DEFINE_string('init_from', None, command.init_from_help)
     FLAGS['coordinator_address'] = flags.DEFINE_string(
         'coordinator_address', None, 'host:port of process 0, for multi-process runs'
     )
@@ -77,21 +106,22 @@ def main(argv):
     logging.getLogger('absl').setLevel(logging.WARNING)
     # JAX's probing for a TPU on other machines ("Failed to open libtpu.so") is no news; its warnings still show
     logging.getLogger('jax').setLevel(logging.WARNING)
+    name = ACTIVE[0].name
     # a warning (a damaged checkpoint skipped, an unreadable image) is one line, not two with a source line
-    warnings.showwarning = lambda message, *args, **kwargs: print(f'mae-train: warning: {message}', file=sys.stderr)
+    warnings.showwarning = lambda message, *args, **kwargs: print(f'{name}: warning: {message}', file=sys.stderr)
     OrbaxEchoes.install()
     try:
         if FLAGS['workdir'].value is None:
-            raise UsageError('--workdir is required: where checkpoints, metrics and images go (mae-train --help)')
+            raise UsageError(f'--workdir is required: where checkpoints, metrics and images go ({name} --help)')
         initialize_distributed()
-        summary = trainer.train(FLAGS['config'].value, FLAGS['workdir'].value, init_from=FLAGS['init_from'].value)
+        summary = ACTIVE[0].train(FLAGS['config'].value, FLAGS['workdir'].value, FLAGS['init_from'].value)
     except UsageError as error:  # a user's mistake: one line; an error that is not the user's keeps its traceback
-        raise SystemExit(f'mae-train: error: {" ".join(str(error).split())}') from error
+        raise SystemExit(f'{name}: error: {" ".join(str(error).split())}') from error
     except (FloatingPointError, state_checkpoints.CheckpointError) as error:  # one line, the last good checkpoint kept
-        raise SystemExit(f'mae-train: {error}') from error
+        raise SystemExit(f'{name}: {error}') from error
     if summary['stopped_by'] == 'SIGINT':
         print(
-            f'mae-train: stopped by Ctrl-C at step {summary["step"]}, checkpoint saved; rerun to resume',
+            f'{name}: stopped by Ctrl-C at step {summary["step"]}, checkpoint saved; rerun to resume',
             file=sys.stderr,
         )
         sys.exit(130)
@@ -110,17 +140,18 @@ def underscored(argv):
 
 
 def help_text():
-    lines = ['usage: mae-train --workdir=DIR [--config=FILE:VARIANT] [--config.FIELD=VALUE ...] [flags]', '']
-    lines += [__doc__.strip().splitlines()[0], '', 'flags (dashes or underscores):']
+    command = ACTIVE[0]
+    lines = [f'usage: {command.name} --workdir=DIR [--config=FILE:VARIANT] [--config.FIELD=VALUE ...] [flags]', '']
+    lines += [command.doc.strip().splitlines()[0], '', 'flags (dashes or underscores):']
     lines += [f'  --{name:<22}{holder.help}' for name, holder in ((n, flags.FLAGS[n]) for n in FLAGS)]
+    config_file, default_variant = command.default_config.rsplit(':', 1)
     lines += [
         '',
-        f'config variants (--config={DEFAULT_CONFIG.rsplit(":", 1)[0]}:VARIANT, default tiny):',
-        '  ' + ', '.join(mae_configs.VARIANTS),
+        f'config variants (--config={config_file}:VARIANT, default {default_variant}):',
+        '  ' + ', '.join(command.variants),
         '',
         'any config field can be overridden, for example:',
-        '  mae-train --workdir=runs/b16 --config=mae_flax/configs/mae.py:vit_b16 --config.batch_size=1024',
-        '  mae-train --workdir=runs/tiny --config.total_steps=2000 --config.model.mae.norm_pix_loss=True',
+        *(f'  {example}' for example in command.examples),
         '',
         'exit codes: 0 done (or preempted and checkpointed), 1 a mistake in the flags, config or data (one line),',
         'or a diverged loss; 130 stopped by Ctrl-C after a checkpoint.',
@@ -137,7 +168,7 @@ def parse_flags(argv):
     try:
         return flags.FLAGS(argv)
     except Exception as error:  # noqa: BLE001  (a bad value for any flag: absl's errors, ml_collections' KeyError...)
-        raise SystemExit(f'mae-train: error: {flag_error(error, argv)}') from None
+        raise SystemExit(f'{ACTIVE[0].name}: error: {flag_error(error, argv)}') from None
 
 
 def flag_error(error, argv):
@@ -153,10 +184,11 @@ def flag_error(error, argv):
     return (lines[-1] if lines else type(error).__name__).strip('"\'')
 
 
-def run():
+def run(command=COMMAND):
+    ACTIVE[0] = command
     sys.argv[:] = underscored(sys.argv)
     try:
         define_flags()
     except Exception as error:  # noqa: BLE001  (a --config override naming no field, or a config file that fails)
-        raise SystemExit(f'mae-train: error: {flag_error(error, sys.argv)}') from None
+        raise SystemExit(f'{command.name}: error: {flag_error(error, sys.argv)}') from None
     app.run(main, argv=sys.argv, flags_parser=parse_flags)

@@ -57,15 +57,54 @@ def _ticks(low, high, count=5):
 
 def save_loss_curve(records, path, size=(720, 420)):
     """Training loss (and the fixed-batch eval loss, where logged) against step, as a PNG; PIL only."""
-    train = [(step, record['loss']) for step, record in records.items() if 'loss' in record]
-    evals = [(step, record['eval_loss']) for step, record in records.items() if 'eval_loss' in record]
-    if not train and not evals:
+    image = curve(
+        records,
+        [('loss', 'train loss', 'line'), ('eval_loss', 'eval loss (fixed images and masks)', 'dots')],
+        'MAE pretraining: reconstruction loss of the masked patches',
+        'loss (MSE, standardised pixels)',
+        size,
+    )
+    if image is None:
         return None
-    steps = np.array([step for step, _ in train + evals], dtype=np.float64)
-    losses = np.array([value for _, value in train], dtype=np.float64)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format='PNG')
+    return path
+
+
+def save_classify_curve(records, path, command, size=(600, 400)):
+    """Two panels: the training and validation losses, and the validation top-1, against step."""
+    losses = curve(
+        records,
+        [('loss', 'train loss (mixed, smoothed targets)', 'line'), ('val_loss', 'validation loss', 'dots')],
+        f'{command}: cross-entropy',
+        'loss',
+        size,
+    )
+    accuracy = curve(records, [('val_top1', 'validation top-1', 'line+dots')], f'{command}: accuracy', 'top-1 %', size)
+    panels = [panel for panel in (losses, accuracy) if panel is not None]
+    if not panels:
+        return None
+    image = Image.new('RGB', (sum(panel.width for panel in panels), size[1]), 'white')
+    for i, panel in enumerate(panels):
+        image.paste(panel, (i * size[0], 0))
+    with atomic_path(path) as tmp:
+        image.save(tmp, format='PNG')
+    return path
+
+
+COLORS = ((31, 119, 180), (214, 39, 40), (44, 160, 44))
+
+
+def curve(records, series, title, ylabel, size):
+    """A PIL image of `series` [(metric, legend, 'line' | 'dots' | 'line+dots')] against step, or None if
+    no record holds any of them."""
+    points = [[(step, record[name]) for step, record in records.items() if name in record] for name, _, _ in series]
+    if not any(points):
+        return None
+    steps = np.array([step for group in points for step, _ in group], dtype=np.float64)
+    values = np.array([value for group in points for _, value in group], dtype=np.float64)
     width, height = size
     left, right, top, bottom = 90, 20, 50, 50
-    values = np.concatenate([losses, [value for _, value in evals]])
     low, high = float(values.min()), float(values.max())
     high = high if high > low else low + 1.0
     first, last = float(steps.min()), float(steps.max())
@@ -89,22 +128,22 @@ def save_loss_curve(records, path, size=(720, 420)):
         draw.line((x, height - bottom, x, height - bottom + 5), fill='black')
         draw.text((x - 12, height - bottom + 8), f'{math.floor(value)}', fill='black', font=font)
     draw.text((width // 2 - 15, height - 22), 'step', fill='black', font=font)
-    title = 'MAE pretraining: reconstruction loss of the masked patches'
     draw.text(((width - draw.textlength(title, font=font)) // 2, 6), title, fill='black', font=font)
     # the y axis: its label written sideways
-    label = 'loss (MSE, standardised pixels)'
-    label_image = Image.new('RGB', (int(draw.textlength(label, font=font)) + 4, 14), 'white')
-    ImageDraw.Draw(label_image).text((2, 1), label, fill='black', font=font)
+    label_image = Image.new('RGB', (int(draw.textlength(ylabel, font=font)) + 4, 14), 'white')
+    ImageDraw.Draw(label_image).text((2, 1), ylabel, fill='black', font=font)
     label_image = label_image.rotate(90, expand=True)
     image.paste(label_image, (6, top + (height - top - bottom - label_image.height) // 2))
-    if len(train) > 1:
-        draw.line([xy(step, value) for step, value in train], fill=(31, 119, 180), width=2)
-    draw.text((left + 10, 28), 'train loss', fill=(31, 119, 180), font=font)
-    if evals:
-        for step, value in evals:
-            x, y = xy(step, value)
-            draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=(214, 39, 40))
-        draw.text((left + 100, 28), 'eval loss (fixed images and masks)', fill=(214, 39, 40), font=font)
-    with atomic_path(path) as tmp:
-        image.save(tmp, format='PNG')
-    return path
+    legend_x = left + 10
+    for (_, legend, style), group, color in zip(series, points, COLORS, strict=False):
+        if not group:
+            continue
+        if 'line' in style and len(group) > 1:
+            draw.line([xy(step, value) for step, value in group], fill=color, width=2)
+        if 'dots' in style:
+            for step, value in group:
+                x, y = xy(step, value)
+                draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=color)
+        draw.text((legend_x, 28), legend, fill=color, font=font)
+        legend_x += int(draw.textlength(legend, font=font)) + 20
+    return image

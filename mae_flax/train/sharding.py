@@ -69,8 +69,9 @@ def replicated(mesh):
 
 
 def global_batch(local_batch, mesh):
-    """This process's rows -> one global array over the mesh (each process passes only its own rows)."""
-    return jax.make_array_from_process_local_data(batch_sharding(mesh), local_batch)
+    """This process's rows -> one global array over the mesh (each process passes only its own rows); a dict of
+    arrays (images and labels) -> a dict of global arrays."""
+    return jax.tree.map(lambda rows: jax.make_array_from_process_local_data(batch_sharding(mesh), rows), local_batch)
 
 
 def put_global(value, sharding):

@@ -82,13 +82,18 @@ def model_parts(config, mesh=None):
     their weights once per pass (sharding.FsdpGather)."""
     abstract_model = nnx.eval_shape(lambda: build_model(config, nnx.Rngs(config.seed)))
     if mesh is not None and mesh.shape['fsdp'] > 1:
-        gather = sharding.FsdpGather(mesh, fsdp_min_size(config), config.dtype)
-        for _, module in abstract_model.iter_modules():
-            if isinstance(module, Scanned):
-                module.gather = gather
+        set_fsdp_gather(abstract_model, config, mesh)
     graphdef = nnx.split(abstract_model, nnx.Param, ...)[0]
     rest = jax.jit(lambda: nnx.split(build_model(config, nnx.Rngs(config.seed)), nnx.Param, ...)[2])()
     return graphdef, rest
+
+
+def set_fsdp_gather(model, config, mesh):
+    """The model's scanned blocks gather their FSDP-sharded weights once per block and pass (sharding.FsdpGather)."""
+    gather = sharding.FsdpGather(mesh, fsdp_min_size(config), config.dtype)
+    for _, module in model.iter_modules():
+        if isinstance(module, Scanned):
+            module.gather = gather
 
 
 def with_shardings(abstract_state, shardings):
@@ -236,34 +241,110 @@ def train(config, workdir, *, init_from=None):
     state_checkpoints.CheckpointError when a checkpoint cannot be written."""
     workdir = local_workdir(workdir)
     spec = config_checks.check(config)
+    return run(Pretraining(config, spec, init_from), workdir)
+
+
+class Pretraining:
+    """mae-train's task for the loop (`run`): MAE pretraining on images without labels. Its evaluation is the loss
+    on a fixed batch of images and masks, and the reconstruction grids of that batch."""
+
+    command = 'mae-train'
+
+    def __init__(self, config, spec, init_from=None):
+        if init_from and not Path(init_from).exists():
+            raise UsageError(f'--init_from {init_from}: no such file or folder')
+        self.config = ml_collections.ConfigDict(config.to_dict() | {'model': spec.to_dict()})  # defaults filled
+        self.spec, self.init_from = spec, init_from
+        self.eval_batch = None
+
+    def data(self, process_index, process_count):
+        """The training iterator (this process's rows of each batch); a missing or empty source fails here, before
+        anything compiles."""
+        config, spec = self.config, self.spec
+        self.source = data.make_source(config.data.source, spec.image_size, spec.channels)
+        if config.num_eval_images:  # 0: no reconstruction grids, no eval loss
+            self.eval_batch = data.eval_images(
+                self.source, config.data, spec.image_size, config.seed + 1, config.num_eval_images
+            )
+        return data.train_iterator(
+            self.source, config.data, spec.image_size, config.seed, config.batch_size, process_index, process_count
+        )
+
+    def program(self, mesh):
+        self.mesh = mesh
+        self.step_program = StepProgram.build(self.config, mesh)
+        self.eval_step = jax.jit(
+            make_eval_step(self.config, self.step_program.graphdef, self.step_program.rest),
+            in_shardings=(self.step_program.shardings['params'], sharding.replicated(mesh), sharding.replicated(mesh)),
+            out_shardings=sharding.replicated(mesh),
+        )
+        return self.step_program
+
+    def initialize(self, state):
+        """A fresh state's parameters from --init_from, if given."""
+        if self.init_from:
+            program = self.step_program
+            state['params'] = init_from_torch(
+                self.init_from, state['params'], program.graphdef, program.rest, program.shardings['params']
+            )
+        return state
+
+    def evaluates(self, step, last):
+        return self.eval_batch is not None and (step % self.config.image_every == 0 or last)
+
+    def evaluate(self, state, step, workdir, is_main):
+        """{'eval_loss': the loss on the fixed eval batch and mask}; process 0 draws its reconstructions."""
+        spec, mesh = self.spec, self.mesh
+        noise = jax.random.uniform(jax.random.PRNGKey(self.config.seed + 2), (len(self.eval_batch), spec.num_patches))
+        eval_inputs = (sharding.put_global(self.eval_batch, sharding.replicated(mesh)), noise)
+        loss, pred, masked_indices = host(self.eval_step(state['params'], *eval_inputs))
+        if is_main:
+            report.save_reconstructions(
+                workdir / 'images' / f'step_{step:06d}.png',
+                spec.normalize(self.eval_batch / 255),
+                pred,
+                masked_indices,
+                spec,
+            )
+        return dict(eval_loss=float(loss))
+
+    def summarize(self, records, workdir, is_main):
+        """What the summary adds: the eval losses of the first and last evaluations, skipped images; process 0
+        draws the loss curve (`records` are metrics.jsonl's, read by process 0 only)."""
+        if records and is_main:
+            report.save_loss_curve(records, workdir / 'loss_curve.png')
+        eval_losses = [r['eval_loss'] for r in records.values() if 'eval_loss' in r]
+        return dict(
+            first_eval_loss=eval_losses[0] if eval_losses else None,
+            last_eval_loss=eval_losses[-1] if eval_losses else None,
+            skipped_images=len(getattr(self.source, 'skipped', ())),
+        )
+
+    def summary_line(self, summary, workdir):
+        return summary_line(summary, workdir)
+
+
+def run(task, workdir):
+    """The training loop every task shares (mae-train's pretraining, mae-finetune's and mae-linprobe's
+    classification): mesh, data, sharded init or restore, the jitted step with donated state, metrics fetched once
+    per log window with the NaN check there, evaluations, checkpoints with the data iterator's position, SIGTERM
+    and Ctrl-C, the summary. `task` says what is trained (see Pretraining)."""
+    config = task.config
     with compilation_cache.enabled(config.compilation_cache, workdir) as cache:
-        return _train(config, spec, workdir, init_from, cache)
+        return _run(task, config, workdir, cache)
 
 
-def _train(config, spec, workdir, init_from, cache):
-    if init_from and not Path(init_from).exists():
-        raise UsageError(f'--init_from {init_from}: no such file or folder')
-    config = ml_collections.ConfigDict(config.to_dict() | {'model': spec.to_dict()})  # defaults filled, in order
+def _run(task, config, workdir, cache):
     process_index, process_count = jax.process_index(), jax.process_count()
     is_main = process_index == 0
-    image_size, num_patches = spec.image_size, spec.num_patches
 
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
     check_batch(config, mesh)
     logging.info('mesh %s over %d processes', dict(mesh.shape), process_count)
 
-    # data first: a missing or empty source fails before anything compiles
-    source = data.make_source(config.data.source, image_size, spec.channels)
-    train_iter = data.train_iterator(
-        source, config.data, image_size, config.seed, config.batch_size, process_index, process_count
-    )
-    eval_batch = None  # num_eval_images=0: no reconstruction grids, no eval loss
-    if config.num_eval_images:
-        eval_batch = data.eval_images(source, config.data, image_size, config.seed + 1, config.num_eval_images)
-
-    program = StepProgram.build(config, mesh)
+    train_iter = task.data(process_index, process_count)  # data first: a bad source fails before anything compiles
+    program = task.program(mesh)
     init, abstract_state, shardings = program.init, program.abstract_state, program.shardings
-    graphdef, rest = program.graphdef, program.rest
 
     check_layout(config, workdir)
     if is_main:
@@ -272,49 +353,24 @@ def _train(config, spec, workdir, init_from, cache):
             tmp.write_text(config.to_json_best_effort(indent=2))
     manager = state_checkpoints.make_manager(workdir / 'checkpoints', config.checkpoint)
     if manager.latest_step() is not None:
-        if init_from:
-            logging.warning('%s has a checkpoint: resuming from it, not from --init_from=%s', workdir, init_from)
+        if task.init_from:
+            logging.warning('%s has a checkpoint: resuming from it, not from --init_from=%s', workdir, task.init_from)
         abstract = with_shardings(abstract_state, shardings)
         state, _ = state_checkpoints.restore(manager, abstract, train_iter, set_aside=True)
     else:
-        state = jax.jit(init, out_shardings=shardings)()
-        if init_from:
-            state['params'] = init_from_torch(init_from, state['params'], graphdef, rest, shardings['params'])
+        state = task.initialize(jax.jit(init, out_shardings=shardings)())
     num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_state['params']))
     logging.info('%.2fM parameters, %s compute', num_params / 1e6, config.dtype)
 
     train_step = program.train_step
-    eval_step = jax.jit(
-        make_eval_step(config, graphdef, rest),
-        in_shardings=(shardings['params'], sharding.replicated(mesh), sharding.replicated(mesh)),
-        out_shardings=sharding.replicated(mesh),
-    )
-
-    def evaluate(step):
-        """The loss on the fixed eval batch and mask; process 0 draws its reconstructions."""
-        if eval_batch is None:
-            return None
-        noise = jax.random.uniform(jax.random.PRNGKey(config.seed + 2), (len(eval_batch), num_patches))
-        eval_inputs = (sharding.put_global(eval_batch, sharding.replicated(mesh)), noise)
-        loss, pred, masked_indices = host(eval_step(state['params'], *eval_inputs))
-        if is_main:
-            report.save_reconstructions(
-                workdir / 'images' / f'step_{step:06d}.png',
-                spec.normalize(eval_batch / 255),
-                pred,
-                masked_indices,
-                spec,
-            )
-        return float(loss)
-
     start = int(host(state['step']))
     writer = report.MetricsWriter(workdir) if is_main else None
     preemption = state_checkpoints.Preemption(manager, process_count)
     progress = tqdm(total=config.total_steps, initial=start, unit='step', disable=not is_main, dynamic_ncols=True)
-    if start == 0:
-        initial_eval_loss = evaluate(0)
-        if writer and initial_eval_loss is not None:
-            writer.write(0, dict(eval_loss=initial_eval_loss))
+    if start == 0 and task.evaluates(0, last=False):
+        initial = task.evaluate(state, 0, workdir, is_main)
+        if writer:
+            writer.write(0, initial)
     losses = collections.deque(maxlen=config.log_every)  # this run's last logging window
     first_window = []  # and its first
     pending = []  # (step, metrics on the device) not fetched yet: no wait for the device between log steps
@@ -363,13 +419,15 @@ def _train(config, spec, workdir, init_from, cache):
                 elapsed = time.perf_counter() - window_start
                 metrics['images_per_sec'] = window_steps * config.batch_size / elapsed
                 window_start, window_steps = time.perf_counter(), 0
-                if (done % config.image_every == 0 or last) and eval_batch is not None:
-                    metrics['eval_loss'] = evaluate(done)
+                if task.evaluates(done, last):
+                    metrics |= task.evaluate(state, done, workdir, is_main)
                 if writer:
                     writer.write(done, metrics)
                 progress.set_postfix(loss=f'{metrics["loss"]:.4f}', img_s=f'{metrics["images_per_sec"]:.0f}')
-            elif done % config.image_every == 0:
-                evaluate(done)
+            elif task.evaluates(done, last):
+                evaluation = task.evaluate(state, done, workdir, is_main)
+                if writer:
+                    writer.write(done, evaluation)
 
             preempted = preemption.reached(done)
             state_checkpoints.check(manager)
@@ -398,9 +456,6 @@ def _train(config, spec, workdir, init_from, cache):
     steps_run = done - start
     images_per_sec = (steps_run - 1) * config.batch_size / seconds if steps_run > 1 and seconds > 0 else 0.0
     records = report.read_metrics(workdir / 'metrics.jsonl') if is_main else {}
-    if records:
-        report.save_loss_curve(records, workdir / 'loss_curve.png')
-    eval_losses = [r['eval_loss'] for r in records.values() if 'eval_loss' in r]
     summary = dict(
         step=done,
         steps_run=steps_run,
@@ -408,14 +463,12 @@ def _train(config, spec, workdir, init_from, cache):
         first_loss=float(np.mean(first_window)) if first_window else None,
         last_loss=float(np.mean(losses)) if losses else None,
         window=config.log_every,
-        first_eval_loss=eval_losses[0] if eval_losses else None,
-        last_eval_loss=eval_losses[-1] if eval_losses else None,
         images_per_sec=images_per_sec,
-        skipped_images=len(getattr(source, 'skipped', ())),
         stopped_by=preemption.received,  # 'SIGTERM' or 'SIGINT' when a signal stopped the run early
     )
+    summary |= task.summarize(records, workdir, is_main)
     if is_main:
-        print(summary_line(summary, workdir), flush=True)
+        print(task.summary_line(summary, workdir), flush=True)
     return summary
 
 

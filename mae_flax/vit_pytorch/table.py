@@ -27,8 +27,8 @@ def _patch_embedding(key, embedding, first_index):
 
 def _transformer(key, transformer):
     rows = layer_norm(f'{key}.norm', transformer.norm)
-    for i, (attn, ff) in enumerate(transformer.layers):
-        block = f'{key}.layers.{i}'
+    for i, layer in enumerate(transformer.layers):
+        attn, ff, block = layer[0], layer[1], f'{key}.layers.{i}'
         rows += layer_norm(f'{block}.0.norm', attn.norm) + linear(f'{block}.0.to_qkv', attn.to_qkv)
         if attn.to_out is not None:
             rows += linear(f'{block}.0.to_out.0', attn.to_out)

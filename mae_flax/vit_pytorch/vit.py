@@ -11,7 +11,8 @@ from einops import rearrange, repeat
 from flax import nnx
 
 from mae_core.fields import pair
-from mae_flax.layers import gelu, make_dropout, torch_layer_norm, torch_linear
+from mae_flax.layers import DropPath, gelu, head_batch_norm, make_dropout, torch_layer_norm, torch_linear
+from mae_flax.layers import drop_path_rate as block_rate
 from mae_flax.patches import check_image, patchify
 from mae_flax.stack import check_remat, make_layers, run_layers
 
@@ -58,14 +59,19 @@ class Attention(nnx.Module):
 
 
 def _block(layer, x):
-    attn, ff = layer
-    x = attn(x) + x
-    return ff(x) + x
+    attn, ff = layer[0], layer[1]
+    if len(layer) == 2:
+        x = attn(x) + x
+        return ff(x) + x
+    drop_path = layer[2]  # fine-tuning's stochastic depth (not vit-pytorch's; training only, no weights)
+    x = drop_path(attn(x)) + x
+    return drop_path(ff(x)) + x
 
 
 class Transformer(nnx.Module):
     """vit-pytorch's Transformer: `layers` of [Attention, FeedForward] pairs (scanned with `scan_layers`, see
-    mae_flax.stack), then a LayerNorm."""
+    mae_flax.stack), then a LayerNorm. With `drop_path_rate`, each pair also holds a DropPath (rates linear in
+    depth, timm's rule), which fine-tuning uses; vit-pytorch has none."""
 
     def __init__(
         self,
@@ -77,6 +83,7 @@ class Transformer(nnx.Module):
         dropout_rate=0.0,
         *,
         eps=1e-5,
+        drop_path_rate=0.0,
         dtype=None,
         scan_layers=False,
         remat='none',
@@ -85,15 +92,16 @@ class Transformer(nnx.Module):
         self.remat = check_remat(remat)
         self.norm = torch_layer_norm(dim, eps=eps, dtype=dtype, rngs=rngs)
 
-        def make_layer(rngs):
-            return nnx.List(
-                [
-                    Attention(dim, heads, dim_head, dropout_rate, eps=eps, dtype=dtype, rngs=rngs),
-                    FeedForward(dim, mlp_dim, dropout_rate, eps=eps, dtype=dtype, rngs=rngs),
-                ]
-            )
+        def make_layer(rngs, index):
+            layer = [
+                Attention(dim, heads, dim_head, dropout_rate, eps=eps, dtype=dtype, rngs=rngs),
+                FeedForward(dim, mlp_dim, dropout_rate, eps=eps, dtype=dtype, rngs=rngs),
+            ]
+            if drop_path_rate > 0:
+                layer.append(DropPath(block_rate(drop_path_rate, index, depth), rngs=rngs))
+            return nnx.List(layer)
 
-        self.layers = make_layers(make_layer, depth, scan_layers=scan_layers, rngs=rngs)
+        self.layers = make_layers(make_layer, depth, scan_layers=scan_layers, rngs=rngs, indexed=True)
 
     def __call__(self, x):
         return self.norm(run_layers(self.layers, x, _block, self.remat))
@@ -130,6 +138,8 @@ class ViT(nnx.Module):
         dropout=0.0,
         emb_dropout=0.0,
         layer_norm_eps=1e-5,
+        drop_path_rate=0.0,
+        head_norm=False,
         dtype=None,
         scan_layers=False,
         remat='none',
@@ -166,6 +176,7 @@ class ViT(nnx.Module):
             mlp_dim,
             dropout,
             eps=layer_norm_eps,
+            drop_path_rate=drop_path_rate,
             dtype=dtype,
             scan_layers=scan_layers,
             remat=remat,
@@ -174,8 +185,16 @@ class ViT(nnx.Module):
 
         self.pool = pool
         self.mlp_head = torch_linear(dim, num_classes, dtype=dtype, rngs=rngs) if num_classes > 0 else None
+        # linear probing's BatchNorm without affine parameters before the head (facebookresearch/mae's recipe)
+        self.head_norm = head_batch_norm(dim, rngs=rngs) if head_norm and num_classes > 0 else None
 
     def __call__(self, img):
+        x = self._tokens(img)
+        if self.mlp_head is None:
+            return x
+        return self.head_logits(self.pooled(x))
+
+    def _tokens(self, img):
         check_image(img, channels=self.channels, image_size=self.image_size)
         batch = img.shape[0]
         x = self.to_patch_embedding(patchify(img, self.patch_size))  # (b, n, d)
@@ -186,10 +205,17 @@ class ViT(nnx.Module):
         x = x + self.pos_embedding[: x.shape[1]].astype(x.dtype)
         x = self.dropout(x)
 
-        x = self.transformer(x)
+        return self.transformer(x)
 
-        if self.mlp_head is None:
-            return x
+    def pooled(self, tokens):
+        """(b, d): the tokens the transformer gave, pooled as the head sees them."""
+        return tokens.mean(axis=1) if self.pool == 'mean' else tokens[:, 0]
 
-        x = x.mean(axis=1) if self.pool == 'mean' else x[:, 0]  # (b, d)
-        return self.mlp_head(x)
+    def features(self, img):
+        """(b, d): what the classification head sees (before head_norm)."""
+        return self.pooled(self._tokens(img))
+
+    def head_logits(self, features):
+        if self.head_norm is not None:
+            features = self.head_norm(features.astype(jnp.float32))
+        return self.mlp_head(features)

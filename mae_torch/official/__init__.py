@@ -2,6 +2,7 @@
 
 from mae_torch.official.mae import (
     MaskedAutoencoderViT,
+    VisionTransformer,
     mae_vit_base_patch16,
     mae_vit_huge_patch14,
     mae_vit_large_patch16,
@@ -17,6 +18,7 @@ def build(spec):
 
 __all__ = [
     'MaskedAutoencoderViT',
+    'VisionTransformer',
     'build',
     'mae_vit_base_patch16',
     'mae_vit_huge_patch14',

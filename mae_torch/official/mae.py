@@ -264,3 +264,56 @@ def _factory(name):
 mae_vit_base_patch16 = _factory('mae_vit_base_patch16')
 mae_vit_large_patch16 = _factory('mae_vit_large_patch16')
 mae_vit_huge_patch14 = _factory('mae_vit_huge_patch14')
+
+
+class VisionTransformer(nn.Module):
+    """facebookresearch/mae's fine-tuning model (models_vit.VisionTransformer: timm's VisionTransformer with
+    `global_pool`), without timm: the MAE's encoder with a head, under timm's keys (`cls_token`, `pos_embed`,
+    `patch_embed.proj`, `blocks.{i}`, `norm` or, with global_pool='avg', `fc_norm`, `head`), so its state dicts
+    load into timm's `VisionTransformer(global_pool='avg' | 'token')` and back with strict=True. Evaluation only:
+    fine-tuning runs in Flax (mae-finetune); drop path is not implemented here."""
+
+    def __init__(
+        self,
+        img_size=224,
+        patch_size=16,
+        in_chans=3,
+        num_classes=1000,
+        embed_dim=1024,
+        depth=24,
+        num_heads=16,
+        mlp_ratio=4.0,
+        *,
+        global_pool='avg',
+        layer_norm_eps=1e-6,
+    ):
+        super().__init__()
+        if global_pool not in ('avg', 'token'):
+            raise ValueError(f"global_pool must be 'avg' or 'token', got {global_pool!r}")
+        self.global_pool = global_pool
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(
+            torch.tensor(sincos_pos_embed(embed_dim, self.patch_embed.grid_size), dtype=torch.float32)
+        )
+        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, layer_norm_eps) for _ in range(depth))
+        if global_pool == 'avg':
+            self.fc_norm = nn.LayerNorm(embed_dim, eps=layer_norm_eps)
+        else:
+            self.norm = nn.LayerNorm(embed_dim, eps=layer_norm_eps)
+        self.head = nn.Linear(embed_dim, num_classes)
+
+    def forward_features(self, imgs):
+        """(N, D): the pooled, normalised representation the head sees."""
+        check_image(imgs, channels=self.patch_embed.proj.in_channels, image_size=self.patch_embed.img_size)
+        tokens = self.patch_embed(imgs) + self.pos_embed[:, 1:].to(imgs.dtype)
+        cls = (self.cls_token + self.pos_embed[:, :1]).to(tokens.dtype).expand(len(imgs), -1, -1)
+        tokens = torch.cat((cls, tokens), dim=1)
+        for block in self.blocks:
+            tokens = block(tokens)
+        if self.global_pool == 'avg':
+            return self.fc_norm(tokens[:, 1:].mean(dim=1))
+        return self.norm(tokens)[:, 0]
+
+    def forward(self, imgs):
+        return self.head(self.forward_features(imgs))

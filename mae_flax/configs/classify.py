@@ -1,0 +1,137 @@
+"""Fine-tuning and linear-probing configs (mae-finetune, mae-linprobe), after facebookresearch/mae's
+main_finetune.py and main_linprobe.py.
+
+    mae-finetune --workdir=runs/digits_ft --init_from=runs/digits_mae        # the embedded digits
+    mae-linprobe --workdir=runs/digits_lp --init_from=runs/digits_mae
+    mae-finetune --config=mae_flax/configs/classify.py:vit_b16 --init_from=mae_pretrain_vit_base.pth \
+        --config.data.source=/data/imagenet --workdir=/mnt/shared/ft_b16          # train/<class>/*, val/<class>/*
+
+Variants: `digits` (fine-tuning, the default of mae-finetune), `digits_linprobe` (mae-linprobe's), `smoke`
+(the tests'), `vit_b16`, `vit_l16`, `vit_h14` (facebookresearch/mae's ImageNet fine-tuning recipes: 100 / 50 / 50
+epochs, layer decay 0.65 / 0.75 / 0.75, drop path 0.1 / 0.2 / 0.3) and `vit_b16_linprobe`, `vit_l16_linprobe`
+(90 epochs of LARS at batch 16384). config.model only matters without --init_from (a random encoder, the
+baseline); with it, the checkpoint's description is the model.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+from mae_flax.configs import mae
+
+IMAGENET_TRAIN_IMAGES = 1_281_167
+VARIANTS = (
+    'digits',
+    'digits_linprobe',
+    'smoke',
+    'smoke_linprobe',
+    'vit_b16',
+    'vit_l16',
+    'vit_h14',
+    'vit_b16_linprobe',
+    'vit_l16_linprobe',
+)
+# facebookresearch/mae's fine-tuning: (pretraining config, epochs, base lr, layer decay, drop path)
+FINETUNE = {
+    'vit_b16': ('mae_vit_b16', 100, 5e-4, 0.65, 0.1),
+    'vit_l16': ('mae_vit_l16', 50, 1e-3, 0.75, 0.2),
+    'vit_h14': ('mae_vit_h14', 50, 1e-3, 0.75, 0.3),
+}
+
+
+def get_config(variant='digits'):
+    if variant not in VARIANTS:
+        raise ValueError(f'unknown config variant {variant!r}: expected one of {", ".join(VARIANTS)}')
+    linprobe = variant.endswith('_linprobe')
+    config = ml_collections.ConfigDict()
+    config.mode = 'linprobe' if linprobe else 'finetune'
+    config.seed = 0
+    config.model = mae.digits_model()  # the encoder when no --init_from gives one
+    config.dtype = 'float32'
+    config.scan_layers = True
+    config.remat = 'dots_with_no_batch_dims_saveable'
+    config.total_steps = 1000
+    config.batch_size = 128
+    config.grad_accum_steps = 1
+    # num_classes 0: the data's; pool '': the family's default for the mode (official: 'avg' to fine-tune, 'token'
+    # to probe; vit-pytorch: the encoder's own)
+    # head_init_std 0: a zero head (fine-tuning); linear probing's LARS needs a nonzero one
+    config.classifier = dict(num_classes=0, pool='', drop_path_rate=0.1, label_smoothing=0.1, head_init_std=0.0)
+    config.mixup = dict(mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5, prob=1.0)  # timm's, batch mode
+    # lr = base_lr * batch_size / 256; layer_decay 1: none; momentum: LARS's
+    config.optim = dict(
+        base_lr=1e-3,
+        min_lr=1e-6,
+        warmup_steps=50,
+        b1=0.9,
+        b2=0.999,
+        weight_decay=0.05,
+        layer_decay=0.75,
+        momentum=0.9,
+        grad_clip_norm=0.0,
+    )
+    # 'digits', a .npz (images, labels [, val_images, val_labels]) or an ImageFolder (train/<class>/*, val/<class>/*)
+    config.data = dict(
+        source='digits',
+        val_fraction=0.2,  # of 'digits' and of a .npz without val_*: a fixed split
+        crop_scale=(0.6, 1.0),
+        flip=False,  # digits are not mirror-symmetric
+        eval_crop_fraction=1.0,  # validation: shorter side to size / fraction, then the centre crop
+        num_threads=4,
+        prefetch=8,
+        workers=0,
+        draft=False,
+    )
+    config.mesh = dict(data=-1, fsdp=1, fsdp_min_size=2**16)
+    config.checkpoint = dict(every_steps=250, keep=2)
+    config.compilation_cache = 'workdir'
+    config.log_every = 25
+    config.eval_every = 250
+    config.eval_batch_size = 512
+
+    if linprobe:
+        # facebookresearch/mae's linear probe: the encoder frozen, BatchNorm then the head, LARS, no weight decay,
+        # no mixup, drop path or label smoothing
+        config.classifier.update(drop_path_rate=0.0, label_smoothing=0.0, head_init_std=0.01)
+        config.mixup.update(mixup_alpha=0.0, cutmix_alpha=0.0)
+        config.optim.update(base_lr=0.1, weight_decay=0.0, layer_decay=1.0, min_lr=0.0)
+    if variant.startswith('digits'):
+        # 8x8 images: a mild crop, mixup off (a blend of two digits is rarely a digit, and 1,438 images
+        # give few steps to learn it); measured in the README's digits table
+        config.mixup.update(mixup_alpha=0.0, cutmix_alpha=0.0)
+        if linprobe:
+            # LARS scales each step by 0.001 x the weight's norm: facebookresearch/mae's lr of 6.4 (0.1 x 16384 /
+            # 256) makes that a useful step; batch 128 under the same rule gives 0.05, and the probe barely moves
+            # (44% after 500 steps at base_lr 4, 77% at 64; measured on these digits)
+            config.optim.base_lr = 64.0
+    elif variant.startswith('smoke'):
+        config.model = mae.get_config('mae_smoke').model
+        config.data.update(source='digits')
+        config.model.encoder.update(img_size=8, patch_size=2, in_chans=1)
+        config.model.update(pixel_mean=mae.DIGITS_MEAN, pixel_std=mae.DIGITS_STD)
+        config.update(total_steps=8, batch_size=16, log_every=2, eval_every=4, eval_batch_size=128)
+        config.checkpoint.every_steps = 4
+    else:
+        _imagenet(config, variant.removesuffix('_linprobe'), linprobe)
+    return config
+
+
+def _imagenet(config, name, linprobe):
+    pretraining, epochs, base_lr, layer_decay, drop_path = FINETUNE[name]
+    config.model = mae.get_config(pretraining).model
+    config.dtype = 'bfloat16'
+    config.data.update(source=config_dict.placeholder(str), crop_scale=(0.08, 1.0), flip=True, eval_crop_fraction=0.875)
+    config.data.update(workers=16, num_threads=2, prefetch=2, draft=True)
+    if linprobe:
+        # main_linprobe.py: 90 epochs, batch 16384, blr 0.1, warmup 10; crops as its RandomResizedCrop
+        config.batch_size, epochs, warmup = 16384, 90, 10
+    else:
+        config.batch_size, warmup = 1024, 5
+        config.optim.update(base_lr=base_lr, layer_decay=layer_decay)
+        config.classifier.drop_path_rate = drop_path
+    steps_per_epoch = IMAGENET_TRAIN_IMAGES // config.batch_size
+    config.total_steps = epochs * steps_per_epoch
+    config.optim.warmup_steps = warmup * steps_per_epoch
+    config.eval_every = steps_per_epoch
+    config.eval_batch_size = 1024
+    config.checkpoint.every_steps = 1000
+    config.log_every = 50
