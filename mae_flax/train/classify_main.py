@@ -71,5 +71,8 @@ def run_linprobe():
     main.run(LINPROBE)
 
 
-if __name__ == '__main__':
-    run_finetune() if 'linprobe' not in sys.argv[0] else run_linprobe()
+if __name__ == '__main__':  # python -m mae_flax.train.classify_main finetune|linprobe [flags]
+    if len(sys.argv) < 2 or sys.argv[1] not in ('finetune', 'linprobe'):
+        raise SystemExit('usage: python -m mae_flax.train.classify_main finetune|linprobe [flags]')
+    command = sys.argv.pop(1)
+    run_finetune() if command == 'finetune' else run_linprobe()

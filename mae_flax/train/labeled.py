@@ -244,7 +244,7 @@ def val_batches(split, image_size, crop_fraction, global_batch, process_index, p
 
     padded = -(-count // global_batch) * global_batch
     rows = grain.MapDataset.range(padded).map(item).batch(local_batch)[process_index::process_count]
-    options = grain.ReadOptions(num_threads=4, prefetch_buffer_size=2)
+    options = grain.ReadOptions(num_threads=4, prefetch_buffer_size=4)
     yield from rows.to_iter_dataset(options)
 
 
