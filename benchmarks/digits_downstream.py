@@ -8,6 +8,7 @@ benchmarks/results/digits_downstream-cpu.json: top-1 (final and best) per seed a
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ def main():
     parser.add_argument('--out', default='/tmp/digits_downstream', help='where the runs go (fresh folders)')
     parser.add_argument('--pretrain_steps', type=int, default=None, help='default: the digits config')
     parser.add_argument('--steps', type=int, default=None, help='fine-tuning / probing steps; default: the configs')
+    parser.add_argument('--note', default='', help='what else ran on the machine, for the record')
     parser.add_argument('--json', default=str(RESULTS / 'digits_downstream-cpu.json'))
     args = parser.parse_args()
     out = Path(args.out)
@@ -76,7 +78,8 @@ def main():
             )
     result = dict(
         date=time.strftime('%Y-%m-%d'),
-        machine=f'{platform.processor() or platform.machine()}, {jax.device_count()} {jax.devices()[0].platform}',
+        machine=f'{platform.machine()}, {os.cpu_count()} cores, jax on {jax.devices()[0].platform}',
+        note=args.note,
         jax=jax.__version__,
         seeds=args.seeds,
         table=table,

@@ -22,6 +22,7 @@ resume, SIGTERM, metrics), in Flax, for both model families.
 import functools
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import jax
@@ -391,15 +392,40 @@ def torch_classifier(path):
 # --- the task ----------------------------------------------------------------------------------------------------
 
 
-def encoder_weights(init_from):
-    """(spec, torch-layout arrays of the encoder) of a mae-train workdir or any checkpoint mae-convert reads."""
+HEAD_FIELDS = ('num_heads', 'decoder_num_heads', 'heads', 'dim_head', 'decoder_heads', 'decoder_dim_head')
+
+
+def encoder_weights(init_from, config):
+    """(spec, torch-layout arrays of the encoder) of a mae-train workdir or any checkpoint mae-convert reads. A bare
+    file that does not say its head counts (facebookresearch/mae's .pth files) takes them from config.model, as
+    mae-convert takes them from flags (the ImageNet variants carry facebookresearch/mae's)."""
     workdir_config = Path(init_from) / 'config.json'
     if workdir_config.is_file() and 'mode' in json.loads(workdir_config.read_text()):
         raise UsageError(
             f'--init_from {init_from} is a {json.loads(workdir_config.read_text())["mode"]} run, not a pretraining '
             f'one: its classifier is {Path(init_from) / BEST}'
         )
-    loaded = model_files.read_model(init_from)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', 'loaded the encoder alone')  # the classifier has no decoder
+            loaded = model_files.read_model(init_from)
+    except UsageError as error:
+        if 'cannot tell' not in str(error):
+            raise
+        model = config.model.to_dict()
+        heads = {
+            field: value
+            for part in (model['encoder'], model.get('mae') or {})
+            for field, value in part.items()
+            if field in HEAD_FIELDS
+        }
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings('ignore', 'loaded the encoder alone')
+                loaded = model_files.read_model(init_from, heads)
+        except UsageError as again:
+            raise UsageError(f'{error}; with the head counts of config.model ({heads}): {again}') from again
+        logging.info('%s does not say its head counts: %s, from config.model', init_from, heads)
     family = families.get(loaded.spec.family)
     if family.is_mae(loaded.model):
         arrays = to_torch_state_dict(loaded.model, encoder_only=True)
@@ -438,7 +464,7 @@ class Classification:
         elif init_from:
             if not Path(init_from).exists():
                 raise UsageError(f'--init_from {init_from}: no such file or folder')
-            spec, self.arrays = encoder_weights(init_from)
+            spec, self.arrays = encoder_weights(init_from, config)
         else:
             spec = config_checks.check_model(config)
         self.spec, self.init_from = spec, init_from

@@ -2,6 +2,7 @@
 mixup, drop path, and bad input as one line. Tiny models (8x8 digits, one or two blocks) so that the whole file
 takes seconds of compile; the runs are shared through module fixtures."""
 
+import functools
 import json
 
 import jax
@@ -104,8 +105,10 @@ def test_layer_decay_gives_each_parameter_its_layer_s_rate(scan_layers):
     for spec in (OFFICIAL, VIT_PYTORCH):
         family = families.get(spec.family)
         pool = family.pools[0] if spec.family == 'official' else 'cls'
-        model = family.build_classifier(spec, num_classes=3, pool=pool, scan_layers=scan_layers, rngs=nnx.Rngs(0))
+        build = functools.partial(family.build_classifier, spec, num_classes=3, pool=pool, scan_layers=scan_layers)
+        model = nnx.eval_shape(lambda build=build: build(rngs=nnx.Rngs(0)))
         params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+        params = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), params)
         scales = per_block(classify.lr_scales(params, family, classify.depth_of(model), decay))
         shapes = per_block(params)
         assert set(scales) == set(shapes)  # every parameter has one
@@ -121,14 +124,15 @@ def test_layer_decay_scales_the_adamw_update():
     config = smoke()
     config.optim.update(layer_decay=0.5, weight_decay=0.1)
     family = families.get('official')
-    model = family.build_classifier(OFFICIAL, num_classes=3, pool='avg', rngs=nnx.Rngs(0))
-    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.3), params)
+    model = nnx.eval_shape(lambda: family.build_classifier(OFFICIAL, num_classes=3, pool='avg', rngs=nnx.Rngs(0)))
+    shapes = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    params = jax.tree.map(lambda leaf: np.linspace(-1, 1, leaf.size, dtype=np.float32).reshape(leaf.shape), shapes)
+    grads = jax.tree.map(lambda p: np.full_like(p, 0.3), params)
     with_decay, _ = classify.make_optimizer(config, params, family, 2)
     config.optim.layer_decay = 1.0
     without, _ = classify.make_optimizer(config, params, family, 2)
-    step = per_block(with_decay.update(grads, with_decay.init(params), params)[0])
-    plain = per_block(without.update(grads, without.init(params), params)[0])
+    step = per_block(jax.jit(with_decay.update)(grads, with_decay.init(params), params)[0])
+    plain = per_block(jax.jit(without.update)(grads, without.init(params), params)[0])
     scales = per_block(classify.lr_scales(params, family, 2, 0.5))
     for name in step:
         np.testing.assert_allclose(step[name], plain[name] * scales[name], rtol=1e-6, err_msg=name)
@@ -144,12 +148,13 @@ def finetune_runs(tmp_path_factory):
     import shutil
 
     root = tmp_path_factory.mktemp('finetune')
-    straight = classify.train(smoke(), root / 'straight')
+    config = smoke(compilation_cache=str(root / 'cache'))  # the resumed run loads the first one's compiled step
+    straight = classify.train(config, root / 'straight')
     shutil.copytree(root / 'straight', root / 'resumed')
     shutil.rmtree(root / 'resumed/checkpoints/8')
     for name in ('metrics.jsonl', 'best.safetensors', 'best.safetensors.json'):
         (root / 'resumed' / name).unlink()
-    resumed = classify.train(smoke(), root / 'resumed')
+    resumed = classify.train(config, root / 'resumed')
     return root, straight, resumed
 
 
@@ -277,6 +282,22 @@ def test_best_safetensors_loads_into_the_torch_twin_with_the_run_s_accuracy(fine
     with torch.no_grad():
         accuracy = 100 * float((twin(inputs).argmax(-1).numpy() == data.val.labels).mean())
     assert abs(accuracy - straight['best_top1']) < 1e-6
+
+
+def test_a_published_encoder_file_without_head_counts_takes_them_from_the_config(tmp_path):
+    """facebookresearch/mae's mae_pretrain_vit_*.pth hold {'model': encoder weights} and no head counts: the config's
+    model gives them (its ImageNet variants carry facebookresearch/mae's), the shapes give the rest."""
+    mae = families.build(OFFICIAL, rngs=nnx.Rngs(0))
+    encoder = {key: torch.from_numpy(value) for key, value in to_torch_state_dict(mae, encoder_only=True).items()}
+    torch.save({'model': encoder}, tmp_path / 'mae_pretrain_vit_tiny.pth')
+    config = smoke()
+    config.model = OFFICIAL.to_dict()
+    task = classify.Classification(config, tmp_path / 'run', init_from=tmp_path / 'mae_pretrain_vit_tiny.pth')
+    assert task.spec.encoder == OFFICIAL.encoder
+    classifier = families.get('official').build_classifier(task.spec, num_classes=3, pool='token', rngs=nnx.Rngs(1))
+    classify.load_encoder(classifier, task.arrays, 'the file')
+    np.testing.assert_array_equal(classifier.blocks[1].attn.qkv.kernel[...], mae.blocks[1].attn.qkv.kernel[...])
+    np.testing.assert_array_equal(classifier.norm.scale[...], mae.norm.scale[...])
 
 
 # --- mixup and drop path --------------------------------------------------------------------------------------
