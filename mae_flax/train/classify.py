@@ -580,12 +580,7 @@ class Classification:
         )
 
     def summary_line(self, summary, workdir):
-        if not summary['steps_run']:
-            return f'nothing to do: {workdir} is already at step {summary["step"]}'
-        line = (
-            f'done: step {summary["step"]} ({summary["steps_run"]} this run), mean loss of the first / last '
-            f'{summary["window"]} steps {summary["first_loss"]:.4f} -> {summary["last_loss"]:.4f}'
-        )
+        line = trainer.losses_line(summary)
         if summary['last_top1'] is not None:
             line += (
                 f', top-1 {summary["last_top1"]:.2f}% (best {summary["best_top1"]:.2f}% at step {summary["best_step"]})'

@@ -75,7 +75,10 @@ def save_classify_curve(records, path, command, size=(600, 400)):
     """Two panels: the training and validation losses, and the validation top-1, against step."""
     losses = curve(
         records,
-        [('loss', 'train loss (the training targets: smoothed, mixed if on)', 'line'), ('val_loss', 'validation loss', 'dots')],
+        [
+            ('loss', 'train loss (the training targets: smoothed, mixed if on)', 'line'),
+            ('val_loss', 'validation loss', 'dots'),
+        ],
         f'{command}: cross-entropy',
         'loss',
         size,

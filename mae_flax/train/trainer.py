@@ -468,17 +468,21 @@ def _run(task, config, workdir, cache):
     )
     summary |= task.summarize(records, workdir, is_main)
     if is_main:
-        print(task.summary_line(summary, workdir), flush=True)
+        nothing = f'nothing to do: {workdir} is already at step {summary["step"]}'
+        print(task.summary_line(summary, workdir) if steps_run else nothing, flush=True)
     return summary
 
 
-def summary_line(summary, workdir):
-    if not summary['steps_run']:
-        return f'nothing to do: {workdir} is already at step {summary["step"]}'
-    line = (
+def losses_line(summary):
+    """The start of every task's summary line: the steps, and the mean loss of the first and last log windows."""
+    return (
         f'done: step {summary["step"]} ({summary["steps_run"]} this run), '
         f'mean loss of the first / last {summary["window"]} steps {summary["first_loss"]:.4f} -> {summary["last_loss"]:.4f}'
     )
+
+
+def summary_line(summary, workdir):
+    line = losses_line(summary)
     if summary['first_eval_loss'] is not None:
         line += (
             f', eval loss (fixed images and masks) {summary["first_eval_loss"]:.4f} -> {summary["last_eval_loss"]:.4f}'

@@ -1,5 +1,6 @@
-"""Trains the smoke config on meshes (data x fsdp) 8x1 and 4x2 in one 8-device process; writes their losses, and
-how much of the parameters fsdp=2 shards, to OUT/losses.json. Run by the tests: python tests/train/mesh_runs.py OUT"""
+"""Trains the smoke config on meshes (data x fsdp) 8x1 and 4x2 in one 8-device process, and the classification smoke
+configs (fine-tuning, linear probing) on 4x2; writes their losses, and how much of the parameters fsdp=2 shards, to
+OUT/losses.json. Run by the tests: python tests/train/mesh_runs.py OUT"""
 
 import functools
 import json
@@ -10,8 +11,9 @@ from pathlib import Path
 import jax
 from absl import logging
 
+from mae_flax.configs import classify as classify_configs
 from mae_flax.configs import mae
-from mae_flax.train import optim, sharding, trainer
+from mae_flax.train import classify, optim, sharding, trainer
 from tests.train.conftest import losses
 
 logging.set_verbosity(logging.WARNING)
@@ -23,6 +25,13 @@ for data, fsdp in ((8, 1), (4, 2)):
     config.num_eval_images = 0  # the losses are the point: skip compiling the eval step
     trainer.train(config, out / f'{data}x{fsdp}')
     results[f'{data}x{fsdp}'] = losses(out / f'{data}x{fsdp}')
+
+for variant in ('smoke', 'smoke_linprobe'):
+    classify_config = classify_configs.get_config(variant)
+    classify_config.mesh.update(data=4, fsdp=2, fsdp_min_size=0)
+    classify_config.compilation_cache = ''
+    classify.train(classify_config, out / variant)
+    results[variant] = losses(out / variant)
 
 tx, _ = optim.make_optimizer(config)
 abstract_state = jax.eval_shape(functools.partial(trainer.init_state, config, tx))

@@ -193,13 +193,19 @@ def test_fine_tuning_learns_evaluates_and_exports_the_best(finetune_runs):
     assert (root / 'straight/curves.png').is_file()
 
 
-def test_the_linear_probe_never_changes_the_encoder(tmp_path):
+@pytest.fixture(scope='module')
+def probe_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp('probe') / 'run'
+    return workdir, classify.train(smoke('smoke_linprobe'), workdir)
+
+
+def test_the_linear_probe_never_changes_the_encoder(probe_run, tmp_path):
     """Bitwise: every parameter but the head's is the initial one after training; the optimizer holds state for the
     head alone; the BatchNorm's running statistics moved."""
     config = smoke('smoke_linprobe')
-    summary = classify.train(config, tmp_path / 'probe')
+    workdir, summary = probe_run
     assert summary['step'] == 8
-    final = restored_state(tmp_path / 'probe')
+    final = restored_state(workdir)
     task = classify.Classification(config, tmp_path / 'fresh')
     task.data(0, 1)
     # jitted as the run's: XLA may fuse an initialiser's scaling differently from eager execution
@@ -218,6 +224,18 @@ def optax_identity():
     import optax
 
     return optax.identity()
+
+
+def test_fsdp_over_8_devices_matches_one_device(finetune_runs, probe_run, mesh_runs):
+    """4 x 2 (data x fsdp, every parameter sharded), batch statistics over the sharded batch: the same losses as one
+    device within tests/train/test_sharding.py's tolerance (float32 sums in another order)."""
+    from tests.train.conftest import losses
+    from tests.train.test_sharding import RTOL, trajectory
+
+    for one_device, variant in ((finetune_runs[0] / 'straight', 'smoke'), (probe_run[0], 'smoke_linprobe')):
+        expected = trajectory(losses(one_device))
+        assert len(expected) == 4
+        np.testing.assert_allclose(trajectory(mesh_runs[variant]), expected, rtol=RTOL, err_msg=variant)
 
 
 # --- the export: the torch classifier gives the Flax one's logits ------------------------------------------------
