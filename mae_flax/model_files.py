@@ -204,6 +204,21 @@ def _load_bin(path):
     return torch.load(path, map_location='cpu', weights_only=True)
 
 
+def _refuse_classifier(path):
+    """A classifier mae-finetune or mae-linprobe exported is torch-ready already; say so rather than fail to read
+    its description as a model's."""
+    try:
+        described = json.loads(spec_path(path).read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(described, dict) and 'classifier' in described:
+        raise UsageError(
+            f'{path} is a classifier exported by mae-{"linprobe" if described.get("mode") == "linprobe" else "finetune"} '
+            "in torch layout (timm's VisionTransformer or vit-pytorch's ViT keys): load it with "
+            'safetensors.torch.load_file, or mae_flax.train.classify.torch_classifier for the mae_torch model'
+        )
+
+
 def read_model(path, flags=None, *, step=None):
     """A LoadedModel from a torch-layout or Flax file or a mae-train workdir; `flags` is {field: value} from the
     command line, for what neither a JSON beside the file nor the tensor shapes say."""
@@ -225,6 +240,7 @@ def read_model(path, flags=None, *, step=None):
     if not path.is_file():
         raise UsageError(f'no such checkpoint file or workdir: {path}')
     layout, contents = _read_file(path)
+    _refuse_classifier(path)
     stored = ModelSpec.read(spec_path(path)) if spec_path(path).is_file() else None
     given = {} if stored is None else _given_by(stored, f'from {spec_path(path).name}')
     given |= {field: (value, 'given') for field, value in flags.items()}

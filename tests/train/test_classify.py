@@ -16,7 +16,7 @@ from PIL import Image
 
 from mae_core.errors import UsageError
 from mae_core.spec import ModelSpec
-from mae_flax import families
+from mae_flax import families, model_files
 from mae_flax.configs import classify as classify_configs
 from mae_flax.configs import mae as mae_configs
 from mae_flax.convert import load_torch_state_dict, to_torch_state_dict
@@ -292,6 +292,8 @@ def test_vit_pytorch_itself_loads_the_export_and_agrees():
 
 def test_best_safetensors_loads_into_the_torch_twin_with_the_run_s_accuracy(finetune_runs):
     root, straight, _ = finetune_runs
+    with pytest.raises(UsageError, match='is a classifier exported by mae-finetune'):  # not an MAE: mae-convert says
+        model_files.read_model(root / 'straight/best.safetensors')
     twin = classify.torch_classifier(root / 'straight/best.safetensors')
     data = labeled.digits(1, 0.2)
     images = np.stack([np.asarray(data.val.images[i]) for i in range(len(data.val.labels))])[..., None]
