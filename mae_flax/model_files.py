@@ -42,7 +42,7 @@ from mae_flax.convert import (
     to_torch_state_dict,
     unwrap_state_dict,
 )
-from mae_flax.files import atomic_path
+from mae_flax.files import atomic_path, is_remote
 from mae_flax.official import hf
 
 FLAX_FORMAT = 'mae_flax'
@@ -222,6 +222,12 @@ def _refuse_classifier(path):
 def read_model(path, flags=None, *, step=None):
     """A LoadedModel from a torch-layout or Flax file or a mae-train workdir; `flags` is {field: value} from the
     command line, for what neither a JSON beside the file nor the tensor shapes say."""
+    if is_remote(path):  # a mae-train workdir in a bucket
+        if flags:
+            raise UsageError(
+                f'{path} is a mae-train workdir, whose config.json says everything: drop --{next(iter(flags))}'
+            )
+        return _read_workdir(path, step)
     path, flags = Path(path), flags or {}
     if path.is_dir() and _hf_config(path) is not None:
         return _read_hf_folder(path, flags)

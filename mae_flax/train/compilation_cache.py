@@ -14,6 +14,8 @@ from pathlib import Path
 import jax
 from jax.experimental.compilation_cache import compilation_cache
 
+from mae_flax.files import as_path, is_remote
+
 EVENTS = collections.Counter()  # JAX's cache events since the process started (hits, misses)
 _listening = False
 
@@ -27,7 +29,9 @@ def directory(setting, workdir):
     """The cache folder a `config.compilation_cache` setting names, or None."""
     if not setting:
         return None
-    return Path(workdir) / 'compilation_cache' if setting == 'workdir' else Path(setting).expanduser().absolute()
+    if setting == 'workdir':
+        return workdir / 'compilation_cache'
+    return as_path(setting if is_remote(setting) else Path(setting).expanduser())
 
 
 @contextlib.contextmanager
@@ -41,7 +45,7 @@ def enabled(setting, workdir):
     given = jax.config.jax_compilation_cache_dir
     path = directory(setting, workdir)
     if given or path is None:
-        yield Path(given) if given else None
+        yield as_path(given) if given else None
         return
     jax.config.update('jax_compilation_cache_dir', str(path))
     compilation_cache.reset_cache()  # JAX decides once per process whether to use the cache: decide again

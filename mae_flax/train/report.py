@@ -6,7 +6,7 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from mae_flax.files import atomic_path
+from mae_flax.files import atomic_path, is_remote
 from mae_flax.visualize import reconstruction_panels, save_grid
 
 
@@ -18,10 +18,19 @@ class MetricsWriter:
 
         self.path = workdir / 'metrics.jsonl'
         self.tensorboard = tensorboardX.SummaryWriter(str(workdir / 'tensorboard'))
+        # an object store cannot append: a remote metrics.jsonl is rewritten whole (one line per logged step)
+        self.lines = None
+        if is_remote(self.path):
+            self.lines = self.path.read_text().splitlines(keepends=True) if self.path.exists() else []
 
     def write(self, step, metrics):
-        with open(self.path, 'a') as file:
-            file.write(json.dumps({'step': step, **metrics}) + '\n')
+        line = json.dumps({'step': step, **metrics}) + '\n'
+        if self.lines is None:
+            with open(self.path, 'a') as file:
+                file.write(line)
+        else:
+            self.lines.append(line)
+            self.path.write_text(''.join(self.lines))
         for name, value in metrics.items():
             self.tensorboard.add_scalar(name, value, step)
 

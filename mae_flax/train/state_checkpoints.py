@@ -10,13 +10,13 @@ import shutil
 import signal
 import sys
 import warnings
-from pathlib import Path
 
 import grain
 import jax
 import orbax.checkpoint as ocp
 
 from mae_core.errors import UsageError
+from mae_flax.files import as_path, is_remote
 
 
 class CheckpointError(RuntimeError):
@@ -68,22 +68,26 @@ def finish(manager):
 
 
 def _write_failure(manager, step, error):
-    directory = Path(manager.directory)
+    directory = as_path(manager.directory)
     partial = sorted(directory.glob('*.orbax-checkpoint-tmp*'))
     failed_steps = sorted({int(path.name.split('.')[0]) for path in partial if path.name.split('.')[0].isdigit()})
     for path in partial:  # never restored (not renamed into place); removed so nothing half-written is left
-        shutil.rmtree(path, ignore_errors=True)
+        if is_remote(path):
+            path.rmtree(missing_ok=True)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
     step = failed_steps[0] if failed_steps else step
     good = [s for s in manager.all_steps() if (directory / str(s)).is_dir()]
     last_good = f'step {max(good)} in {directory}' if good else 'none yet'
-    free = shutil.disk_usage(directory).free / 2**30 if directory.exists() else float('nan')
+    free = shutil.disk_usage(directory).free / 2**30 if not is_remote(directory) and directory.exists() else None
     text = ' '.join(str(error).split())
     # the operating system's reason is what a person needs ("No space left on device"), not tensorstore's path
     reason = re.findall(r': ([^:]*\[os_error_code=[^\]]*\])', text)
     reason = reason[-1] if reason else f'{type(error).__name__}: {text[:200]}'
     what = f'the checkpoint of step {step}' if step is not None else 'a checkpoint'
     return CheckpointError(
-        f'could not write {what} ({reason}); the last good checkpoint is {last_good}; {free:.1f} GiB free there'
+        f'could not write {what} ({reason}); the last good checkpoint is {last_good}'
+        + (f'; {free:.1f} GiB free there' if free is not None else '')
     )
 
 
@@ -105,7 +109,7 @@ def restore(manager, abstract_state, data_iterator=None, step=None, *, set_aside
             reason = ' '.join(f'{type(error).__name__}: {error}'.split()).split(' See full TensorStore details')[0]
             reason = reason[:200]
             reasons.append(f'step {candidate}: {reason}')
-            damaged = Path(manager.directory) / str(candidate)
+            damaged = as_path(manager.directory) / str(candidate)
             moved = ''
             if set_aside and jax.process_index() == 0:
                 damaged.rename(damaged.with_name(f'{candidate}.damaged'))

@@ -32,7 +32,7 @@ from mae_core.errors import UsageError
 from mae_core.spec import ModelSpec
 from mae_flax import families, model_files
 from mae_flax.convert import load_state_dict_file, load_torch_state_dict, unwrap_state_dict
-from mae_flax.files import atomic_path
+from mae_flax.files import as_path, atomic_path, is_remote
 from mae_flax.stack import Scanned
 from mae_flax.train import compilation_cache, config_checks, data, optim, report, sharding, state_checkpoints
 
@@ -497,17 +497,19 @@ def summary_line(summary, workdir):
 
 
 def local_workdir(workdir):
-    """The workdir as an absolute local path; remote URLs are refused until they are supported (Path would turn
-    gs://bucket/x into ./gs:/bucket/x, silently)."""
-    if '://' in str(workdir):
-        raise UsageError(
-            f'--workdir {workdir}: remote paths are not supported yet; use a path every host sees (NFS, Filestore, '
-            'a gcsfuse mount)'
-        )
-    workdir = Path(workdir).absolute()
-    if workdir.exists() and not workdir.is_dir():
+    """The workdir: an absolute local path, or an etils.epath.Path for a URL (gs://bucket/run: checkpoints by
+    orbax and tensorstore, metrics, images and the config through epath, which needs gcsfs for gs://)."""
+    path = as_path(workdir)
+    if is_remote(path):
+        try:
+            path.exists()
+        except ImportError as error:
+            raise UsageError(
+                f'--workdir {workdir}: this kind of path needs its filesystem package ({error})'
+            ) from error
+    elif path.exists() and not path.is_dir():
         raise UsageError(f'--workdir {workdir} is a file, not a folder')
-    return workdir
+    return path
 
 
 def check_layout(config, workdir):
