@@ -2,6 +2,8 @@
 
 import json
 import math
+import tempfile
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -11,31 +13,50 @@ from mae_flax.visualize import reconstruction_panels, save_grid
 
 
 class MetricsWriter:
-    """Appends one JSON line per logged step to workdir/metrics.jsonl and mirrors it to TensorBoard."""
+    """Appends one JSON line per logged step to workdir/metrics.jsonl and mirrors it to TensorBoard.
+
+    In a remote workdir (gs://...) both are kept on this machine and uploaded whole at each logged step and at
+    close: an object store cannot append, and tensorboardX's own GCS writer would upload again when garbage
+    collected at interpreter exit, retrying for two minutes if the store no longer answers."""
 
     def __init__(self, workdir):
         import tensorboardX  # only process 0 writes; imports protobuf, a second and a half
 
         self.path = workdir / 'metrics.jsonl'
-        self.tensorboard = tensorboardX.SummaryWriter(str(workdir / 'tensorboard'))
-        # an object store cannot append: a remote metrics.jsonl is rewritten whole (one line per logged step)
-        self.lines = None
-        if is_remote(self.path):
+        self.lines = None  # a remote metrics.jsonl, line by line (rewritten whole)
+        self.events = None  # a remote workdir's tensorboard/ folder, and the local one its events are written in
+        if is_remote(workdir):
             self.lines = self.path.read_text().splitlines(keepends=True) if self.path.exists() else []
+            self.events = workdir / 'tensorboard', tempfile.TemporaryDirectory(prefix='mae-tensorboard-')
+        logdir = self.events[1].name if self.events else str(workdir / 'tensorboard')
+        self.tensorboard = tensorboardX.SummaryWriter(logdir)
 
     def write(self, step, metrics):
         line = json.dumps({'step': step, **metrics}) + '\n'
+        for name, value in metrics.items():
+            self.tensorboard.add_scalar(name, value, step)
         if self.lines is None:
             with open(self.path, 'a') as file:
                 file.write(line)
         else:
             self.lines.append(line)
-            self.path.write_text(''.join(self.lines))
-        for name, value in metrics.items():
-            self.tensorboard.add_scalar(name, value, step)
+            self.upload()
+
+    def upload(self):
+        """A remote workdir: metrics.jsonl and the TensorBoard event files as they are now."""
+        self.path.write_text(''.join(self.lines))
+        self.tensorboard.flush()
+        remote, local = self.events
+        for file in sorted(Path(local.name).iterdir()):
+            (remote / file.name).write_bytes(file.read_bytes())
 
     def close(self):
         self.tensorboard.close()
+        if self.events:
+            try:
+                self.upload()
+            finally:
+                self.events[1].cleanup()
 
 
 def read_metrics(path):
