@@ -503,10 +503,9 @@ def local_workdir(workdir):
     if is_remote(path):
         try:
             path.exists()
-        except ImportError as error:
-            raise UsageError(
-                f'--workdir {workdir}: this kind of path needs its filesystem package ({error})'
-            ) from error
+        except ImportError as error:  # fsspec: "Please install gcsfs to access Google Storage"
+            extra = " (the [gcs] extra: pip install 'twin-mae[gcs]')" if str(path).startswith('gs://') else ''
+            raise UsageError(f'--workdir {workdir}: {error}{extra}') from error
     elif path.exists() and not path.is_dir():
         raise UsageError(f'--workdir {workdir} is a file, not a folder')
     return path

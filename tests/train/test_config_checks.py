@@ -1,6 +1,9 @@
 """A mistake in the config or the flags is one line naming the field, found before anything is created or
 compiled; anything else is a bug and keeps its traceback."""
 
+import sys
+
+import fsspec.registry  # noqa: F401  (the module, read from sys.modules: fsspec.registry is its mapping)
 import pytest
 from absl import flags
 
@@ -38,8 +41,11 @@ def test_a_bad_field_is_named_and_nothing_is_created(tmp_path, field, value, mes
     assert not (tmp_path / 'run').exists()
 
 
-def test_remote_workdirs_are_refused_until_supported():
-    with pytest.raises(UsageError, match='gs://bucket/run: remote paths are not supported yet'):
+def test_a_gs_workdir_without_gcsfs_says_which_extra_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, 'gcsfs', None)  # import gcsfs raises ImportError, as where it is not installed
+    for protocol in ('gs', 'gcs'):  # and fsspec has not kept the class from an earlier test's import
+        monkeypatch.delitem(sys.modules['fsspec.registry']._registry, protocol, raising=False)
+    with pytest.raises(UsageError, match=r"gs://bucket/run: .*gcsfs.*pip install 'twin-mae\[gcs\]'"):
         trainer.train(mae.get_config('smoke'), 'gs://bucket/run')
 
 
