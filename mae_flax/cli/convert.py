@@ -17,6 +17,7 @@ from pathlib import Path
 from mae_core.errors import UsageError
 from mae_flax import families
 from mae_flax.cli.common import add_model_flags, flag, given_flags, make_parser, run_cli
+from mae_flax.files import as_path, is_remote
 from mae_flax.model_files import SUFFIXES, read_model, spec_path, write_model
 
 PROG = 'mae-convert'
@@ -82,8 +83,11 @@ def summary(loaded, output, layout, encoder_only):
 
 def convert(argv, prog=PROG):
     args = build_parser(prog).parse_args(argv)
-    input_path, output = Path(args.input), Path(args.output)
-    if output.exists() and output.resolve() == input_path.resolve():
+    if is_remote(args.output):
+        raise UsageError(f'OUT {args.output}: write the file here, then copy it (IN may be a gs:// workdir, OUT not)')
+    input_path = as_path(args.input) if is_remote(args.input) else Path(args.input)  # gs://: not Path('gs:/...')
+    output = Path(args.output)
+    if not is_remote(input_path) and output.exists() and output.resolve() == input_path.resolve():
         raise UsageError(f'OUT is IN ({output}): write the conversion to another file')
     if output.is_dir():
         raise UsageError(f'OUT {output} is a folder: name the file to write')
