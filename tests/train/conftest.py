@@ -19,8 +19,10 @@ _COMPILATION_CACHE = {}
 
 @pytest.fixture(scope='session', autouse=True)
 def compilation_cache(tmp_path_factory):
-    """One persistent XLA cache for the session's runs: a program compiles once, not once per process."""
+    """One persistent XLA cache for the session's runs: a program compiles once, not once per process. Its folder,
+    for a run in the test's own process (config.compilation_cache)."""
     _COMPILATION_CACHE['dir'] = str(tmp_path_factory.mktemp('jax_cache'))
+    return _COMPILATION_CACHE['dir']
 
 
 def environment(devices=1):
