@@ -239,7 +239,7 @@ def train(config, workdir, *, init_from=None):
     """Trains (or resumes) in `workdir`; returns a summary dict. Raises UsageError for a mistake in the config,
     the workdir or the data, before anything is created or compiled, FloatingPointError on a NaN/Inf loss and
     state_checkpoints.CheckpointError when a checkpoint cannot be written."""
-    workdir = local_workdir(workdir)
+    workdir = workdir_path(workdir)
     spec = config_checks.check(config)
     return run(Pretraining(config, spec, init_from), workdir)
 
@@ -496,9 +496,9 @@ def summary_line(summary, workdir):
     )
 
 
-def local_workdir(workdir):
-    """The workdir: an absolute local path, or an etils.epath.Path for a URL (gs://bucket/run: checkpoints by
-    orbax and tensorstore, metrics, images and the config through epath, which needs gcsfs for gs://)."""
+def workdir_path(workdir):
+    """mae-train's workdir: an absolute local path, or an etils.epath.Path for a URL (gs://bucket/run: checkpoints
+    by orbax and tensorstore, metrics, images and the config through epath, which needs gcsfs for gs://)."""
     path = as_path(workdir)
     if is_remote(path):
         try:
@@ -509,6 +509,17 @@ def local_workdir(workdir):
     elif path.exists() and not path.is_dir():
         raise UsageError(f'--workdir {workdir} is a file, not a folder')
     return path
+
+
+def local_workdir(workdir):
+    """The workdir as an absolute local path, for the commands not tested with remote workdirs (mae-finetune,
+    mae-linprobe): a URL is refused (Path would turn gs://bucket/x into ./gs:/bucket/x, silently)."""
+    if is_remote(workdir):
+        raise UsageError(
+            f'--workdir {workdir}: only mae-train writes to remote paths; use a path every host sees (NFS, Filestore, '
+            'a gcsfuse mount)'
+        )
+    return workdir_path(workdir)
 
 
 def check_layout(config, workdir):
@@ -526,7 +537,7 @@ def check_layout(config, workdir):
 
 def load_config(workdir):
     """The ConfigDict a run in `workdir` was started with (its config.json)."""
-    path = local_workdir(workdir) / 'config.json'
+    path = workdir_path(workdir) / 'config.json'
     if not path.is_file():
         raise UsageError(f'{workdir} has no config.json: expected the --workdir of a mae-train run')
 
@@ -545,7 +556,7 @@ def restore_model(workdir, step=None):
     abstract_state = jax.eval_shape(functools.partial(init_state, config, tx))
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     abstract_state = with_shardings(abstract_state, jax.tree.map(lambda _: device, abstract_state))
-    manager = state_checkpoints.make_manager(local_workdir(workdir) / 'checkpoints', config.checkpoint)
+    manager = state_checkpoints.make_manager(workdir_path(workdir) / 'checkpoints', config.checkpoint)
     if not manager.all_steps():
         raise UsageError(f'no checkpoint in {workdir}/checkpoints: the run has not saved one yet')
     if step is not None and step not in manager.all_steps():

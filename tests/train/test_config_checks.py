@@ -8,8 +8,9 @@ import pytest
 from absl import flags
 
 from mae_core.errors import UsageError
+from mae_flax.configs import classify as classify_configs
 from mae_flax.configs import mae
-from mae_flax.train import main, trainer
+from mae_flax.train import classify, main, trainer
 from tests.train.conftest import REPO, SMOKE, train
 
 
@@ -47,6 +48,12 @@ def test_a_gs_workdir_without_gcsfs_says_which_extra_to_install(monkeypatch):
         monkeypatch.delitem(sys.modules['fsspec.registry']._registry, protocol, raising=False)
     with pytest.raises(UsageError, match=r"gs://bucket/run: .*gcsfs.*pip install 'twin-mae\[gcs\]'"):
         trainer.train(mae.get_config('smoke'), 'gs://bucket/run')
+
+
+def test_mae_finetune_refuses_a_gs_workdir_in_one_line():
+    # gs:// workdirs are mae-train's (tested against an emulator, tests/train/test_remote.py), not the classifiers'
+    with pytest.raises(UsageError, match='gs://bucket/run: only mae-train writes to remote paths'):
+        classify.train(classify_configs.get_config('smoke'), 'gs://bucket/run')
 
 
 def test_a_workdir_that_is_a_file_is_refused(tmp_path):
