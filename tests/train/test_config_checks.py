@@ -6,6 +6,7 @@ import sys
 import fsspec.registry  # noqa: F401  (the module, read from sys.modules: fsspec.registry is its mapping)
 import pytest
 from absl import flags
+from etils import epath
 
 from mae_core.errors import UsageError
 from mae_flax.configs import classify as classify_configs
@@ -46,6 +47,7 @@ def test_a_gs_workdir_without_gcsfs_says_which_extra_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, 'gcsfs', None)  # import gcsfs raises ImportError, as where it is not installed
     for protocol in ('gs', 'gcs'):  # and fsspec has not kept the class from an earlier test's import
         monkeypatch.delitem(sys.modules['fsspec.registry']._registry, protocol, raising=False)
+    epath.backend.fsspec_backend._get_filesystem.cache_clear()  # nor etils.epath its filesystem (test_remote's)
     with pytest.raises(UsageError, match=r"gs://bucket/run: .*gcsfs.*pip install 'twin-mae\[gcs\]'"):
         trainer.train(mae.get_config('smoke'), 'gs://bucket/run')
 
