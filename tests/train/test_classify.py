@@ -18,7 +18,6 @@ from mae_core.errors import UsageError
 from mae_core.spec import ModelSpec
 from mae_flax import families, model_files
 from mae_flax.configs import classify as classify_configs
-from mae_flax.configs import mae as mae_configs
 from mae_flax.convert import load_torch_state_dict, to_torch_state_dict
 from mae_flax.parity import scaled_error, strict_float32
 from mae_flax.train import classify, labeled, state_checkpoints, trainer
@@ -405,16 +404,16 @@ def test_a_checkpoint_without_an_encoder_is_one_line(tmp_path):
 # --- the commands, as a user runs them ---------------------------------------------------------------------------
 
 
-def test_mae_train_then_mae_linprobe_on_its_workdir(tmp_path):
-    """The user's path: pretrain on the digits, probe the encoder from the workdir (a process: the command)."""
+def test_mae_linprobe_on_a_mae_train_workdir(smoke_run, tmp_path):
+    """The user's path as a process: the session's mae-train smoke run (the vit-pytorch family, 16px RGB) probed by
+    the command on a .npz of labelled images (`python -m mae_flax.train.classify_main linprobe`, as mae-linprobe)."""
     import subprocess
     import sys
 
-    pretrain = mae_configs.get_config('digits')
-    pretrain.update(total_steps=4, batch_size=16, image_every=4, num_eval_images=2, compilation_cache='')
-    pretrain.model.encoder.update(embed_dim=32, depth=1, num_heads=2)
-    pretrain.model.mae.update(decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)
-    trainer.train(pretrain, tmp_path / 'mae')
+    rng = np.random.default_rng(0)
+    np.savez(
+        tmp_path / 'labelled.npz', images=rng.integers(0, 256, (48, 16, 16, 3), np.uint8), labels=np.arange(48) % 3
+    )
     result = subprocess.run(
         [
             sys.executable,
@@ -424,8 +423,9 @@ def test_mae_train_then_mae_linprobe_on_its_workdir(tmp_path):
             '--workdir',
             str(tmp_path / 'probe'),
             '--init-from',
-            str(tmp_path / 'mae'),
+            str(smoke_run[0]),
             f'--config={REPO}/mae_flax/configs/classify.py:smoke_linprobe',
+            f'--config.data.source={tmp_path / "labelled.npz"}',
         ],
         cwd=REPO,
         env=environment(),
@@ -436,4 +436,9 @@ def test_mae_train_then_mae_linprobe_on_its_workdir(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'top-1' in result.stdout and (tmp_path / 'probe/best.safetensors').is_file()
     config = json.loads((tmp_path / 'probe/config.json').read_text())
-    assert config['mode'] == 'linprobe' and config['model']['encoder']['embed_dim'] == 32  # the MAE's, not smoke's
+    assert (
+        config['mode'] == 'linprobe'
+        and config['model'] == json.loads((smoke_run[0] / 'config.json').read_text())['model']
+    )
+    exported = safetensors.numpy.load_file(tmp_path / 'probe/best.safetensors')
+    assert exported['mlp_head.weight'].shape == (3, 32)  # vit-pytorch's ViT keys, 3 classes from the labels
