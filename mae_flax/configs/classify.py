@@ -54,8 +54,11 @@ def get_config(variant='digits'):
     config.grad_accum_steps = 1
     # num_classes 0: the data's; pool '': the family's default for the mode (official: 'avg' to fine-tune, 'token'
     # to probe; vit-pytorch: the encoder's own)
-    # head_init_std 0: a zero head (fine-tuning); linear probing's LARS needs a nonzero one
-    config.classifier = dict(num_classes=0, pool='', drop_path_rate=0.1, label_smoothing=0.1, head_init_std=0.0)
+    # head_init_std 0: a zero head (fine-tuning); linear probing's LARS needs a nonzero one. image_size 0: the
+    # encoder's; another (square) size resamples its position embeddings bicubically (fine-tuning at 448px)
+    config.classifier = dict(
+        num_classes=0, pool='', drop_path_rate=0.1, label_smoothing=0.1, head_init_std=0.0, image_size=0
+    )
     config.mixup = dict(mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5, prob=1.0)  # timm's, batch mode
     # lr = base_lr * batch_size / 256; layer_decay 1: none; momentum: LARS's
     config.optim = dict(

@@ -14,8 +14,12 @@ Rows that are not a copy or a transpose: the patch projection, a (D, C, p, q) co
 fixed sin-cos tables, which the model computes (checked on load, recomputed for another grid size, written on export).
 """
 
+import math
 import warnings
 
+import numpy as np
+
+from mae_core.resample import resample_grid
 from mae_flax.official.mae import MaskedAutoencoderViT
 from mae_flax.official.vit import VisionTransformer
 from mae_flax.rows import constant, fused_linear, layer_norm, linear, one
@@ -143,7 +147,11 @@ def is_mae(model):
 
 
 def upgrade(arrays, model):
-    """Position tables of another grid size (a 224px checkpoint in a 448px model) are recomputed, not loaded."""
+    """Position tables of another grid size (a 224px checkpoint in a 448px model) are recomputed, not loaded; a
+    classifier's, a parameter, is resampled bicubically (facebookresearch/mae's interpolate_pos_embed)."""
+    if isinstance(model, VisionTransformer):
+        _resample_positions(arrays, model)
+        return
     for key, value in arrays.items():
         if key.endswith(('pos_embed', 'position_embeddings')) and value.shape[-2] != model.num_patches + 1:
             warnings.warn(
@@ -151,3 +159,19 @@ def upgrade(arrays, model):
                 'sin-cos position embeddings are computed for its own grid',
                 stacklevel=3,
             )
+
+
+def _resample_positions(arrays, model):
+    table, grid = arrays.get('pos_embed'), model.patch_embed.grid_size
+    if table is None or table.ndim != 3 or table.shape[1] == model.num_patches + 1:
+        return
+    side = math.isqrt(table.shape[1] - 1)
+    if side * side != table.shape[1] - 1:
+        return  # not a square grid: the shape check reports it
+    patches = resample_grid(np.asarray(table[0, 1:]).reshape(side, side, -1), grid).reshape(1, -1, table.shape[-1])
+    arrays['pos_embed'] = np.concatenate([np.asarray(table[:, :1]), patches], axis=1)
+    warnings.warn(
+        f"'pos_embed' holds a {side}x{side} grid of positions, the model has {grid[0]}x{grid[1]}: resampled "
+        'bicubically',
+        stacklevel=4,
+    )

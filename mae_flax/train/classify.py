@@ -467,6 +467,9 @@ class Classification:
             spec, self.arrays = encoder_weights(init_from, config)
         else:
             spec = config_checks.check_model(config)
+        size = config.classifier.image_size
+        if size and spec.image_size != (size, size):  # fine-tuning at another resolution: positions resampled
+            spec = spec.with_fields('encoder', **{spec.facts.IMAGE_SIZE: size})
         self.spec, self.init_from = spec, init_from
         self.config = ml_collections.ConfigDict(config.to_dict() | {'model': spec.to_dict()})
         self.best = None  # (top-1, step) of the best evaluation so far

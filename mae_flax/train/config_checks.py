@@ -136,6 +136,7 @@ CLASSIFY_CHECKS = {name: CHECKS[name] for name in SHARED} | {
     'optim.layer_decay': _ratio,
     'optim.momentum': _beta,
     'classifier.num_classes': fields.non_negative_int,
+    'classifier.image_size': fields.non_negative_int,
     'classifier.pool': _string,
     'classifier.drop_path_rate': _drop_rate,
     'classifier.label_smoothing': _drop_rate,

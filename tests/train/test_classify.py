@@ -319,6 +319,37 @@ def test_a_published_encoder_file_without_head_counts_takes_them_from_the_config
     np.testing.assert_array_equal(classifier.norm.scale[...], mae.norm.scale[...])
 
 
+@pytest.mark.parametrize('spec', [OFFICIAL, VIT_PYTORCH], ids=['official', 'vit_pytorch'])
+def test_fine_tuning_at_twice_the_resolution_resamples_the_positions(spec, tmp_path):
+    """config.classifier.image_size 16 on an 8px encoder: the 4x4 grid of positions becomes 8x8 by bicubic resampling
+    (facebookresearch/mae's interpolate_pos_embed; the cls row kept), everything else loads as it is."""
+    from mae_core.resample import resample_grid
+
+    family = families.get(spec.family)
+    mae = families.build(spec, rngs=nnx.Rngs(0))
+    arrays = to_torch_state_dict(mae, encoder_only=True)
+    path = tmp_path / 'encoder.safetensors'
+    safetensors.numpy.save_file(arrays, path)
+    (tmp_path / 'encoder.safetensors.json').write_text(family.encoder_spec(spec).to_json())
+    config = smoke()
+    config.classifier.image_size = 16
+    task = classify.Classification(config, tmp_path / 'run', init_from=path)
+    assert task.spec.image_size == (16, 16) and task.spec.patch_size == (2, 2)
+    pool = 'avg' if spec.family == 'official' else 'cls'
+    classifier = family.build_classifier(task.spec, num_classes=3, pool=pool, rngs=nnx.Rngs(1))
+    with pytest.warns(UserWarning, match='4x4 grid of positions, the model has 8x8: resampled bicubically'):
+        classify.load_encoder(classifier, task.arrays, 'the file')
+    if spec.family == 'official':
+        table, loaded = arrays['pos_embed'][0], np.asarray(classifier.pos_embed[...])[0]
+    else:
+        table, loaded = arrays['pos_embedding'], np.asarray(classifier.pos_embedding[...])
+    np.testing.assert_array_equal(loaded[0], table[0])  # the cls row
+    np.testing.assert_allclose(
+        loaded[1:], resample_grid(table[1:].reshape(4, 4, -1), (8, 8)).reshape(64, -1), rtol=1e-6
+    )
+    assert classifier(jnp.zeros((2, 16, 16, 1))).shape == (2, 3)
+
+
 # --- mixup and drop path --------------------------------------------------------------------------------------
 
 
