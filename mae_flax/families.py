@@ -38,6 +38,7 @@ class Family:
     build_classifier: Callable
     build_classifier_torch: Callable
     pools: tuple
+    default_pool: Callable  # (spec, 'finetune' | 'linprobe') -> the pool the recipe uses
     head: str  # the torch key prefix of its head
     fresh: tuple  # torch key prefixes an encoder's checkpoint lacks (initialised fresh)
     layer_id: Callable  # (per-block parameter path, depth) -> its layer for layer-wise lr decay
@@ -60,6 +61,7 @@ def _family(package):
         build_classifier=package.build_classifier,
         build_classifier_torch=package.build_classifier_torch,
         pools=package.POOLS,
+        default_pool=package.default_pool,
         head=package.HEAD,
         fresh=package.FRESH,
         layer_id=package.layer_id,

@@ -57,6 +57,13 @@ def build_classifier_torch(spec, *, num_classes, pool):
 # head, and what an encoder's checkpoint does not hold (initialised fresh: the head, fine-tuning's fc_norm)
 POOLS = ('avg', 'token')
 HEAD = 'head'
+
+
+def default_pool(spec, mode):
+    """facebookresearch/mae's: the mean patch token to fine-tune, the cls token to probe."""
+    return POOLS[0] if mode == 'finetune' else POOLS[1]
+
+
 FRESH = ('head.', 'fc_norm.')
 
 
@@ -100,6 +107,7 @@ __all__ = [
     'build_classifier_torch',
     'build_torch',
     'decays',
+    'default_pool',
     'encoder_spec',
     'facts',
     'infer',

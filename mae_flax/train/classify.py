@@ -32,6 +32,7 @@ import numpy as np
 import optax
 from einops import rearrange
 from flax import nnx, traverse_util
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -56,9 +57,7 @@ def pool_of(config, spec):
     family = families.get(spec.family)
     pool = config.classifier.pool
     if not pool:
-        if spec.family == 'vit_pytorch':
-            return spec.encoder['pool']
-        return family.pools[0] if config.mode == 'finetune' else family.pools[1]
+        return family.default_pool(spec, config.mode)
     if pool not in family.pools:
         raise UsageError(
             f'config.classifier.pool must be one of {family.pools} for the {family.name} family, got {pool!r}'
@@ -89,11 +88,6 @@ def classifier_rngs(config):
 def depth_of(model):
     blocks = model.blocks if hasattr(model, 'blocks') else model.transformer.layers
     return len(blocks)
-
-
-def is_head(path):
-    """Whether a parameter (a path of names) is the head's: what linear probing trains."""
-    return path[0] in ('head', 'mlp_head')
 
 
 def names_of(path):
@@ -160,11 +154,11 @@ def make_optimizer(config, trainable, family, depth):
     return tx, schedule
 
 
-def partition(params, mode):
-    """(trainable, frozen) halves of a parameter tree: everything is trained in fine-tuning, the head alone in
-    linear probing."""
+def partition(params, mode, head):
+    """(trainable, frozen) halves of a parameter tree: everything is trained in fine-tuning, the head alone (the
+    family's `head`, the same name in Flax and torch) in linear probing."""
     flat = traverse_util.flatten_dict(params, keep_empty_nodes=True)
-    trains = (lambda path: True) if mode == 'finetune' else is_head
+    trains = (lambda path: True) if mode == 'finetune' else (lambda path: path[0] == head)
     trainable = {path: value for path, value in flat.items() if trains(path)}
     frozen = {path: value for path, value in flat.items() if not trains(path)}
     return traverse_util.unflatten_dict(trainable), traverse_util.unflatten_dict(frozen)
@@ -214,25 +208,10 @@ def mix(key, images, targets, mixup_config):
 # --- the step ----------------------------------------------------------------------------------------------------
 
 
-def model_parts(config, spec, num_classes, mesh=None):
-    """(graphdef, rest) of the classifier: what nnx.merge needs besides its parameters and batch statistics (the
-    rng streams: drop path reseeds them every step); scanned blocks gather their weights under FSDP, as mae-train."""
-    abstract = nnx.eval_shape(lambda: build_classifier(config, spec, classifier_rngs(config), num_classes))
-    if mesh is not None and mesh.shape['fsdp'] > 1:
-        trainer.set_fsdp_gather(abstract, config, mesh)
-    graphdef = nnx.split(abstract, nnx.Param, nnx.BatchStat, ...)[0]
-    rest = jax.jit(
-        lambda: nnx.split(
-            build_classifier(config, spec, classifier_rngs(config), num_classes), nnx.Param, nnx.BatchStat, ...
-        )[3]
-    )()
-    return graphdef, rest
-
-
 def init_state(config, spec, num_classes, tx):
     model = build_classifier(config, spec, classifier_rngs(config), num_classes)
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    trainable, _ = partition(params, config.mode)
+    trainable, _ = partition(params, config.mode, families.of(model).head)
     state = dict(
         step=jnp.zeros((), jnp.int32),
         params=params,
@@ -250,7 +229,7 @@ def traced(rest):
 
 
 def make_train_step(config, spec, graphdef, rest, tx, schedule, mesh, num_classes):
-    accum, mode = config.grad_accum_steps, config.mode
+    accum, mode, head = config.grad_accum_steps, config.mode, families.get(spec.family).head
 
     def loss_fn(trainable, frozen, batch_stats, images, targets, key):
         model = nnx.merge(graphdef, combine(trainable, frozen), *([batch_stats] if batch_stats else []), traced(rest))
@@ -276,7 +255,7 @@ def make_train_step(config, spec, graphdef, rest, tx, schedule, mesh, num_classe
         targets = optax.smooth_labels(jax.nn.one_hot(batch['label'], num_classes), config.classifier.label_smoothing)
         if mode == 'finetune':
             images, targets = mix(mix_key, images, targets, config.mixup)
-        trainable, frozen = partition(params, mode)
+        trainable, frozen = partition(params, mode, head)
         batch_stats = state.get('batch_stats', {})
         if accum == 1:
             (loss, batch_stats), grads = grad_fn(trainable, frozen, batch_stats, images, targets, drop_key)
@@ -331,12 +310,18 @@ class ClassifyProgram(trainer.StepProgram):
         abstract_params = nnx.to_pure_dict(nnx.state(abstract_model, nnx.Param))
         family = families.get(spec.family)
         tx, schedule = make_optimizer(
-            config, partition(abstract_params, config.mode)[0], family, depth_of(abstract_model)
+            config, partition(abstract_params, config.mode, family.head)[0], family, depth_of(abstract_model)
         )
         init = functools.partial(init_state, config, spec, num_classes, tx)
         abstract_state = jax.eval_shape(init)
         shardings = sharding.state_shardings(abstract_state, mesh, trainer.fsdp_min_size(config))
-        graphdef, rest = model_parts(config, spec, num_classes, mesh)
+        # the rng streams in `rest` are reseeded every step (drop path)
+        graphdef, rest = trainer.model_parts(
+            config,
+            mesh,
+            lambda: build_classifier(config, spec, classifier_rngs(config), num_classes),
+            (nnx.Param, nnx.BatchStat),
+        )
         batch_shardings = {'image': sharding.batch_sharding(mesh), 'label': sharding.batch_sharding(mesh)}
         train_step = jax.jit(
             make_train_step(config, spec, graphdef, rest, tx, schedule, mesh, num_classes),
@@ -400,10 +385,10 @@ def encoder_weights(init_from, config):
     file that does not say its head counts (facebookresearch/mae's .pth files) takes them from config.model, as
     mae-convert takes them from flags (the ImageNet variants carry facebookresearch/mae's)."""
     workdir_config = Path(init_from) / 'config.json'
-    if workdir_config.is_file() and 'mode' in json.loads(workdir_config.read_text()):
+    mode = json.loads(workdir_config.read_text()).get('mode') if workdir_config.is_file() else None
+    if mode:
         raise UsageError(
-            f'--init_from {init_from} is a {json.loads(workdir_config.read_text())["mode"]} run, not a pretraining '
-            f'one: its classifier is {Path(init_from) / BEST}'
+            f'--init_from {init_from} is a {mode} run, not a pretraining one: its classifier is {Path(init_from) / BEST}'
         )
     try:
         with warnings.catch_warnings():
@@ -510,8 +495,7 @@ class Classification:
     def classifier(self, state):
         """The mae_flax classifier with the state's parameters (and batch statistics), on the host."""
         program = self.step_program
-        params = trainer.host(multihost_gather(state['params']))
-        stats = trainer.host(multihost_gather(state.get('batch_stats', {})))
+        params, stats = multihost_utils.process_allgather((state['params'], state.get('batch_stats', {})), tiled=True)
         return nnx.merge(program.graphdef, params, *([stats] if stats else []), program.rest)
 
     def initialize(self, state):
@@ -592,15 +576,6 @@ class Classification:
             f', {summary["images_per_sec"]:.0f} images/s; in {workdir}: checkpoints, metrics.jsonl, tensorboard/, '
             f'curves.png and {BEST} (the best classifier in torch layout, described in {BEST}.json)'
         )
-
-
-def multihost_gather(tree):
-    """Every process's view of a tree of global arrays, fully replicated (sharded parameters gathered)."""
-    from jax.experimental import multihost_utils
-
-    if jax.process_count() == 1:
-        return jax.tree.map(lambda x: jax.device_put(x, jax.devices()[0]), tree)
-    return multihost_utils.process_allgather(tree, tiled=True)
 
 
 def train(config, workdir, *, init_from=None):

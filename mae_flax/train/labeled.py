@@ -235,10 +235,11 @@ def val_batches(split, image_size, crop_fraction, global_batch, process_index, p
     'valid'}: the last batch is padded (valid 0) to the full size."""
     local_batch = global_batch // process_count
     count = len(split.labels)
+    padding = np.zeros((*pair(image_size), data_channels(split)), np.uint8)
 
     def item(index):
         if index >= count:
-            return {'image': np.zeros((*pair(image_size), data_channels(split)), np.uint8), 'label': 0, 'valid': 0}
+            return {'image': padding, 'label': 0, 'valid': 0}
         image = split.images[index]
         return {'image': center_crop(image, image_size, crop_fraction), 'label': split.labels[index], 'valid': 1}
 

@@ -76,15 +76,17 @@ def init_state(config, tx):
     )
 
 
-def model_parts(config, mesh=None):
-    """(graphdef, rest): what nnx.merge needs besides the parameters. `rest` is the model's (unused) RNG state,
-    built by a jit whose parameter initialisation XLA drops. On a `mesh` with fsdp > 1 the scanned blocks gather
-    their weights once per pass (sharding.FsdpGather)."""
-    abstract_model = nnx.eval_shape(lambda: build_model(config, nnx.Rngs(config.seed)))
+def model_parts(config, mesh=None, build=None, kinds=(nnx.Param,)):
+    """(graphdef, rest): what nnx.merge needs besides the model's state of `kinds` (the parameters; a classifier's
+    batch statistics too). `rest` is the model's other state (rng streams), built by a jit whose parameter
+    initialisation XLA drops; `build()` makes the model (default: the run's MAE). On a `mesh` with fsdp > 1 the
+    scanned blocks gather their weights once per pass (sharding.FsdpGather)."""
+    build = build or (lambda: build_model(config, nnx.Rngs(config.seed)))
+    abstract_model = nnx.eval_shape(build)
     if mesh is not None and mesh.shape['fsdp'] > 1:
         set_fsdp_gather(abstract_model, config, mesh)
-    graphdef = nnx.split(abstract_model, nnx.Param, ...)[0]
-    rest = jax.jit(lambda: nnx.split(build_model(config, nnx.Rngs(config.seed)), nnx.Param, ...)[2])()
+    graphdef = nnx.split(abstract_model, *kinds, ...)[0]
+    rest = jax.jit(lambda: nnx.split(build(), *kinds, ...)[-1])()
     return graphdef, rest
 
 

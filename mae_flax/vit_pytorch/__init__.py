@@ -43,6 +43,13 @@ def build_classifier_torch(spec, *, num_classes, pool):
 
 POOLS = ('cls', 'mean')
 HEAD = 'mlp_head'
+
+
+def default_pool(spec, mode):
+    """The encoder's own, whatever the mode: a cls-token ViT and a mean-pool one hold different parameters."""
+    return spec.encoder['pool']
+
+
 FRESH = ('mlp_head.',)
 
 
@@ -84,6 +91,7 @@ __all__ = [
     'build_classifier_torch',
     'build_torch',
     'decays',
+    'default_pool',
     'encoder_spec',
     'facts',
     'infer',
