@@ -72,6 +72,16 @@ class Block(nnx.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
+def check_sizes(img_size, patch_size, widths):
+    """ValueError unless the patches tile the image and each (prefix, width, heads) of `widths` splits evenly."""
+    image, patch = pair(img_size), pair(patch_size)
+    if image[0] % patch[0] or image[1] % patch[1]:
+        raise ValueError(f'img_size {image} must be divisible by patch_size {patch}')
+    for name, width, heads in widths:
+        if width % heads:
+            raise ValueError(f'{name}embed_dim {width} must be divisible by {name}num_heads {heads}')
+
+
 def forward_loss(target, pred, mask, norm_pix_loss):
     """Mean over the removed patches of the per-patch MSE, in float32; norm_pix_loss standardises each target
     patch (unbiased variance, + 1e-6) first."""
@@ -108,12 +118,10 @@ class MaskedAutoencoderViT(nnx.Module):
         remat='none',
         rngs,
     ):
-        image, patch = pair(img_size), pair(patch_size)
-        if image[0] % patch[0] or image[1] % patch[1]:
-            raise ValueError(f'img_size {image} must be divisible by patch_size {patch}')
-        for name, width, heads in (('', embed_dim, num_heads), ('decoder_', decoder_embed_dim, decoder_num_heads)):
-            if width % heads:
-                raise ValueError(f'{name}embed_dim {width} must be divisible by {name}num_heads {heads}')
+        check_sizes(
+            img_size, patch_size, (('', embed_dim, num_heads), ('decoder_', decoder_embed_dim, decoder_num_heads))
+        )
+        patch = pair(patch_size)
         self.in_chans, self.norm_pix_loss, self.mask_ratio, self.dtype = in_chans, norm_pix_loss, mask_ratio, dtype
         self.embed_dim, self.decoder_embed_dim = embed_dim, decoder_embed_dim
         self.scan_layers, self.remat = scan_layers, check_remat(remat)

@@ -13,11 +13,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mae_core.fields import pair
 from mae_core.official import sincos_pos_embed
 from mae_flax.layers import drop_path_rate as block_rate
 from mae_flax.layers import head_batch_norm, head_linear, torch_layer_norm
-from mae_flax.official.mae import Block, PatchEmbed
+from mae_flax.official.mae import Block, PatchEmbed, check_sizes
 from mae_flax.patches import check_image, patchify
 from mae_flax.stack import check_remat, make_layers, run_layers
 
@@ -48,11 +47,7 @@ class VisionTransformer(nnx.Module):
         remat='none',
         rngs,
     ):
-        image, patch = pair(img_size), pair(patch_size)
-        if image[0] % patch[0] or image[1] % patch[1]:
-            raise ValueError(f'img_size {image} must be divisible by patch_size {patch}')
-        if embed_dim % num_heads:
-            raise ValueError(f'embed_dim {embed_dim} must be divisible by num_heads {num_heads}')
+        check_sizes(img_size, patch_size, (('', embed_dim, num_heads),))
         if global_pool not in GLOBAL_POOLS:
             raise ValueError(f'global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}')
         if not isinstance(num_classes, int) or num_classes < 1:

@@ -18,10 +18,26 @@ def _non_negative_float(name, value):
     return value
 
 
-def _beta(name, value):
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
-        raise UsageError(f'{name} must be a number in [0, 1), got {value!r}')
-    return value
+def _interval(low, high, *, low_open=False, high_open=False):
+    """A check that a field is a number in the interval, written as it is named ('[0, 1)', '(0, 1]', ...)."""
+    shown = f'{"(" if low_open else "["}{low}, {high}{")" if high_open else "]"}'
+
+    def check(name, value):
+        number = not isinstance(value, bool) and isinstance(value, int | float)
+        inside = (
+            number and (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
+        )
+        if not inside:
+            raise UsageError(f'{name} must be a number in {shown}, got {value!r}')
+        return value
+
+    return check
+
+
+_beta = _interval(0, 1, high_open=True)  # Adam's betas, momentum, drop rates, label smoothing: [0, 1)
+_ratio = _interval(0, 1)
+_open_ratio = _interval(0, 1, low_open=True, high_open=True)
+_open_ratio_or_one = _interval(0, 1, low_open=True)
 
 
 def _crop_scale(name, value):
@@ -32,12 +48,6 @@ def _crop_scale(name, value):
         or not 0 < value[0] <= value[1] <= 1
     ):
         raise UsageError(f'{name} must be (low, high) with 0 < low <= high <= 1, got {value!r}')
-    return value
-
-
-def _open_ratio_or_one(name, value):
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
-        raise UsageError(f'{name} must be a number in (0, 1], got {value!r}')
     return value
 
 
@@ -109,24 +119,6 @@ def check(config):
     return spec
 
 
-def _ratio(name, value):
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise UsageError(f'{name} must be a number in [0, 1], got {value!r}')
-    return value
-
-
-def _open_ratio(name, value):
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
-        raise UsageError(f'{name} must be a number in (0, 1), got {value!r}')
-    return value
-
-
-def _drop_rate(name, value):
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
-        raise UsageError(f'{name} must be a number in [0, 1), got {value!r}')
-    return value
-
-
 SHARED = ('seed', 'dtype', 'scan_layers', 'remat', 'total_steps', 'batch_size', 'grad_accum_steps')
 SHARED += tuple(name for name in CHECKS if name.startswith(('optim.', 'data.', 'mesh.', 'checkpoint.')))
 CLASSIFY_CHECKS = {name: CHECKS[name] for name in SHARED} | {
@@ -138,8 +130,8 @@ CLASSIFY_CHECKS = {name: CHECKS[name] for name in SHARED} | {
     'classifier.num_classes': fields.non_negative_int,
     'classifier.image_size': fields.non_negative_int,
     'classifier.pool': _string,
-    'classifier.drop_path_rate': _drop_rate,
-    'classifier.label_smoothing': _drop_rate,
+    'classifier.drop_path_rate': _beta,
+    'classifier.label_smoothing': _beta,
     'classifier.head_init_std': _non_negative_float,
     'mixup.mixup_alpha': _non_negative_float,
     'mixup.cutmix_alpha': _non_negative_float,
