@@ -495,7 +495,8 @@ class Classification:
     def classifier(self, state):
         """The mae_flax classifier with the state's parameters (and batch statistics), on the host."""
         program = self.step_program
-        params, stats = multihost_utils.process_allgather((state['params'], state.get('batch_stats', {})), tiled=True)
+        params = trainer.host(multihost_gather(state['params']))
+        stats = trainer.host(multihost_gather(state.get('batch_stats', {})))
         return nnx.merge(program.graphdef, params, *([stats] if stats else []), program.rest)
 
     def initialize(self, state):
@@ -576,6 +577,15 @@ class Classification:
             f', {summary["images_per_sec"]:.0f} images/s; in {workdir}: checkpoints, metrics.jsonl, tensorboard/, '
             f'curves.png and {BEST} (the best classifier in torch layout, described in {BEST}.json)'
         )
+
+
+def multihost_gather(tree):
+    """Every process's view of a tree of global arrays, fully replicated (sharded parameters gathered). One process
+    copies to one device: process_allgather would compile a small program per parameter shape, at every export (over
+    a minute of the test suite's CPU time, measured)."""
+    if jax.process_count() == 1:
+        return jax.tree.map(lambda x: jax.device_put(x, jax.devices()[0]), tree)
+    return multihost_utils.process_allgather(tree, tiled=True)
 
 
 def train(config, workdir, *, init_from=None):
