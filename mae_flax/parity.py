@@ -14,6 +14,7 @@ from flax import nnx
 
 from mae_core.contract import STAGES
 from mae_flax.convert import to_torch_state_dict, torch_table
+from mae_flax.fixed_tables import FixedTable
 
 
 @contextlib.contextmanager
@@ -94,7 +95,10 @@ def flax_outputs(model, images, noise, grads=False):
     # a copy of the model holding the gradients in its weights: the converter's table names them as torch does
     grad_holder = nnx.clone(model)
     nnx.update(grad_holder, model_grads)
-    constants = {key for row in torch_table(model) if not isinstance(row.param, nnx.Param) for key in row.keys}
+    # keys with no gradient: the ones written for layouts that need them, and the fixed tables
+    constants = {
+        key for row in torch_table(model) if row.param is None or isinstance(row.param, FixedTable) for key in row.keys
+    }
     gradients = {key: value for key, value in to_torch_state_dict(grad_holder).items() if key not in constants}
     gradients['input'] = np.asarray(image_grads)
     return jax.device_get(out), gradients

@@ -17,11 +17,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import safetensors.numpy
 import torch
 from flax import nnx
 
 import mae_flax
 from mae_core.errors import UsageError
+from mae_core.resample import resample_grid
 from mae_flax.convert import load_torch_state_dict, to_torch_state_dict
 from mae_flax.model_files import read_model, write_model
 from parity_tests.oracles import transformers
@@ -61,7 +63,7 @@ def _read(folder):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         loaded = read_model(folder)
-    return loaded, [str(w.message) for w in caught]
+    return loaded, [str(w.message) for w in caught if issubclass(w.category, UserWarning)]  # not a ResourceWarning
 
 
 def _flax_loss_and_pred(model, root):
@@ -223,3 +225,25 @@ def test_a_hub_id_in_the_cache_loads_offline_and_a_missing_one_is_one_line(tmp_p
     shutil.copytree(FIXTURES / 'vitmae_from_config', tmp_path / 'facebook' / 'vit-mae-tiny')
     _, said = _read('facebook/vit-mae-tiny')
     assert said and 'decoder_pos_embed' in said[0]  # the local folder's zero table, not the cache's sin-cos
+
+
+def test_a_file_s_own_table_is_resampled_for_another_resolution_not_replaced(tmp_path):
+    folder = tmp_path / 'own_table'
+    shutil.copytree(FIXTURES / 'vitmae_from_config', folder)
+    arrays = safetensors.numpy.load_file(folder / 'model.safetensors')
+    own = np.random.default_rng(0).standard_normal(arrays['decoder.decoder_pos_embed'].shape).astype(np.float32)
+    arrays['decoder.decoder_pos_embed'] = own  # a trained-looking table: neither sin-cos nor zeros
+    safetensors.numpy.save_file(arrays, folder / 'model.safetensors', metadata={'format': 'pt'})
+    loaded, _ = _read(folder)
+    model = mae_flax.build(loaded.spec.with_fields('encoder', img_size=32), rngs=nnx.Rngs(0))  # 4x4 patches -> 8x8
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        load_torch_state_dict(model, loaded.torch_arrays)
+    said = [str(w.message) for w in caught if 'decoder_pos_embed' in str(w.message)]
+    # one warning that it is resampled, one that the model computes with the file's table (as with no resize)
+    assert sum("the file's own fixed table" in text and 'resampled' in text for text in said) == 1, said
+    assert sum('computes with the file' in text for text in said) == 1, said
+    table = np.asarray(model.decoder_pos_embed[...])
+    np.testing.assert_array_equal(table[0, 0], own[0, 0])  # the cls row as it was
+    expected = resample_grid(own[0, 1:].reshape(4, 4, -1), (8, 8)).reshape(64, -1)
+    np.testing.assert_allclose(table[0, 1:], expected, rtol=1e-6, atol=1e-6)  # float32 bicubic, the same kernel

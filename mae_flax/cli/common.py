@@ -2,6 +2,7 @@
 reading images."""
 
 import argparse
+import errno
 import sys
 import warnings
 from pathlib import Path
@@ -11,9 +12,11 @@ from PIL import Image
 
 from mae_core.errors import UsageError
 from mae_core.fields import pair
+from mae_flax.files import images
 from mae_flax.quiet import OrbaxEchoes
 
 USAGE_ERROR = 2
+WRITE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp')
 
 
@@ -59,7 +62,8 @@ def make_parser(prog, description, epilog):
 
 
 def run_cli(prog, main, argv=None):
-    """Runs `main(argv) -> exit code` and exits with it; a UsageError becomes `prog: error: ...` and exit 2."""
+    """Runs `main(argv) -> exit code` and exits with it; a UsageError, or a folder that cannot be written, becomes
+    `prog: error: ...` and exit 2 (outputs are written atomically: nothing half-written is left)."""
     show_warning = warnings.showwarning
 
     def one_line_warning(message, category, *args, **kwargs):
@@ -71,6 +75,11 @@ def run_cli(prog, main, argv=None):
         code = main(argv)
     except UsageError as error:
         print(f'{prog}: error: {" ".join(str(error).split())}', file=sys.stderr)
+        code = USAGE_ERROR
+    except OSError as error:  # the machine's refusal to write OUT (a read-only folder, a full disk); else a bug
+        if error.errno not in WRITE_ERRNOS:
+            raise
+        print(f'{prog}: error: cannot write {error.filename}: {error.strerror}', file=sys.stderr)
         code = USAGE_ERROR
     finally:
         warnings.showwarning = show_warning
@@ -148,25 +157,19 @@ def given_flags(args):
 
 
 def read_images(paths, image_size, channels, prog):
-    """Image files -> float32 (b, h, w, c) pixels in [0, 1], each resized to the model's size (said on stderr)."""
+    """Image files -> float32 (b, h, w, c) pixels in [0, 1], each read as training reads it (`images.read_file`: 16-bit
+    scaled, EXIF rotation, transparency over white) and resized to the model's size (said on stderr)."""
     if channels not in (1, 3):
         raise UsageError(f'the model takes {channels}-channel images; image files give 1 (gray) or 3 (RGB)')
     height, width = pair(image_size)
-    images = []
-    for path in map(Path, paths):
-        if not path.is_file():
-            raise UsageError(f'no such image: {path}')
-        try:
-            with Image.open(path) as image:
-                image = image.convert('L' if channels == 1 else 'RGB')
-                if image.size != (width, height):
-                    note(prog, f'resized {path} from {image.height}x{image.width} to {height}x{width}, the model size')
-                    image = image.resize((width, height), Image.Resampling.BICUBIC)
-                array = np.asarray(image, dtype=np.float32) / 255
-        except OSError as error:  # PIL's UnidentifiedImageError is an OSError
-            raise UsageError(f'cannot read image {path}: {error}') from error
-        images.append(array.reshape(height, width, channels))
-    return np.stack(images)
+    arrays = []
+    for path in paths:
+        image = images.read_file(path, channels)
+        if image.size != (width, height):
+            note(prog, f'resized {path} from {image.height}x{image.width} to {height}x{width}, the model size')
+            image = image.resize((width, height), Image.Resampling.BICUBIC)
+        arrays.append((np.asarray(image, dtype=np.float32) / 255).reshape(height, width, channels))
+    return np.stack(arrays)
 
 
 def image_files(folder):

@@ -28,13 +28,13 @@ INIT_FROM_HELP = (
 
 
 def _train(mode):
-    def train(config, workdir, init_from):
+    def train(config, workdir, init_from, wait):
         if config.get('mode') != mode:
             raise UsageError(
                 f'{classify.COMMANDS[mode]} runs config.mode={mode!r}, the config says {config.get("mode")!r}: use '
                 f'{classify.COMMANDS.get(config.get("mode"), "the other command")} or a {mode} variant'
             )
-        return classify.train(config, workdir, init_from=init_from)
+        return classify.train(config, workdir, init_from=init_from, wait=wait)
 
     return train
 

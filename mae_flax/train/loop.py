@@ -27,9 +27,13 @@ from mae_flax.train import compilation_cache, report, sharding, state_checkpoint
 from mae_flax.train.model_state import copy_to_host, with_shardings
 
 
-def run(task, workdir_path):
-    """Trains `task` in `workdir_path` (resuming from its latest checkpoint); returns the summary dict."""
-    with compilation_cache.enabled(task.config.compilation_cache, workdir_path) as cache:
+def run(task, workdir_path, *, wait=False):
+    """Trains `task` in `workdir_path` (resuming from its latest checkpoint), holding the workdir's lock (another
+    live run there: a UsageError naming it, or with `wait` a wait for it); returns the summary dict."""
+    with (
+        workdir.hold(workdir_path, task.command, wait=wait),
+        compilation_cache.enabled(task.config.compilation_cache, workdir_path) as cache,
+    ):
         return _run(task, task.config, workdir_path, cache)
 
 
@@ -75,6 +79,7 @@ class Metrics:
                 raise FloatingPointError(
                     f'loss is {record["loss"]} at step {step} (first non-finite of steps {steps[0]}-{steps[-1]}, '
                     f'fetched every log_every={self.log_every}): stopping; {kept} {self.manager.directory}'
+                    + (': rerun with a lower learning rate to continue from it' if good else '')
                 )
             self.last_window.append(record['loss'])
             if len(self.first_window) < self.log_every:
@@ -85,9 +90,8 @@ class Metrics:
 def _start(task, config, workdir_path, program, manager, train_iter, is_main):
     """The state to train from: 1. this workdir's latest checkpoint (with the data iterator's position), 2. else
     --init_from's weights, 3. else a fresh initialisation. Writes the run's config.json."""
-    workdir.check_layout(config, workdir_path)
+    workdir.check_resumable(config, workdir_path)
     if is_main:
-        workdir_path.mkdir(parents=True, exist_ok=True)
         workdir.write_config(workdir_path, config)
     if manager.latest_step() is not None:
         if task.init_from:
@@ -159,6 +163,7 @@ def _run(task, config, workdir_path, cache):
             force = preempted or last
             if force or manager.should_save(done):
                 metrics_log.fetch()  # a non-finite loss stops the run before its state is written
+                state_checkpoints.check_sane(state['params'], done, manager)  # and so do weights gone wild
                 state_checkpoints.save(manager, done, state, train_iter, force=force)
             if preempted:
                 state_checkpoints.finish(manager)

@@ -28,6 +28,7 @@ try:
 except ImportError as missing:  # a model-library install: say what to install, not where it failed
     raise SystemExit(f'mae-train needs the training extra: pip install "twin-mae[train]" ({missing})') from missing
 from mae_core.errors import UsageError
+from mae_flax.cli.common import USAGE_ERROR, WRITE_ERRNOS
 from mae_flax.quiet import OrbaxEchoes
 
 DEFAULT_CONFIG = str(Path(mae_flax.configs.__file__).parent / 'mae.py') + ':tiny'
@@ -43,7 +44,7 @@ class Command:
     doc: str
     default_config: str
     variants: tuple
-    train: Callable  # (config, workdir, init_from) -> summary
+    train: Callable  # (config, workdir, init_from, wait) -> summary
     init_from_help: str
     examples: tuple
 
@@ -53,7 +54,7 @@ COMMAND = Command(
     __doc__,
     DEFAULT_CONFIG,
     mae_configs.VARIANTS,
-    lambda config, workdir, init_from: pretrain.train(config, workdir, init_from=init_from),
+    lambda config, workdir, init_from, wait: pretrain.train(config, workdir, init_from=init_from, wait=wait),
     'Start from torch weights: a .pt/.pth/.safetensors file or a HuggingFace folder',
     (
         'mae-train --workdir=runs/b16 --config=mae_flax/configs/mae.py:vit_b16 --config.batch_size=1024',
@@ -74,6 +75,9 @@ def define_flags():
     )
     FLAGS['workdir'] = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and images go; resumes from it')
     FLAGS['init_from'] = flags.DEFINE_string('init_from', None, command.init_from_help)
+    FLAGS['wait'] = flags.DEFINE_boolean(
+        'wait', False, 'If another run is writing in --workdir, wait for it to end instead of stopping'
+    )
     FLAGS['coordinator_address'] = flags.DEFINE_string(
         'coordinator_address', None, 'host:port of process 0, for multi-process runs'
     )
@@ -114,9 +118,17 @@ def main(argv):
         if FLAGS['workdir'].value is None:
             raise UsageError(f'--workdir is required: where checkpoints, metrics and images go ({name} --help)')
         initialize_distributed()
-        summary = ACTIVE[0].train(FLAGS['config'].value, FLAGS['workdir'].value, FLAGS['init_from'].value)
-    except UsageError as error:  # a user's mistake: one line; an error that is not the user's keeps its traceback
-        raise SystemExit(f'{name}: error: {" ".join(str(error).split())}') from error
+        summary = ACTIVE[0].train(
+            FLAGS['config'].value, FLAGS['workdir'].value, FLAGS['init_from'].value, FLAGS['wait'].value
+        )
+    except UsageError as error:  # a user's mistake: one line, exit 2; an error that is not the user's: a traceback
+        print(f'{name}: error: {" ".join(str(error).split())}', file=sys.stderr)
+        sys.exit(USAGE_ERROR)
+    except OSError as error:  # the machine's refusal: a read-only folder, a full disk, a file gone
+        if error.errno not in WRITE_ERRNOS:
+            raise
+        print(f'{name}: error: cannot write {error.filename}: {error.strerror}', file=sys.stderr)
+        sys.exit(USAGE_ERROR)
     except (FloatingPointError, state_checkpoints.CheckpointError) as error:  # one line, the last good checkpoint kept
         raise SystemExit(f'{name}: {error}') from error
     if summary['stopped_by'] == 'SIGINT':
@@ -153,8 +165,9 @@ def help_text():
         'any config field can be overridden, for example:',
         *(f'  {example}' for example in command.examples),
         '',
-        'exit codes: 0 done (or preempted and checkpointed), 1 a mistake in the flags, config or data (one line),',
-        'or a diverged loss; 130 stopped by Ctrl-C after a checkpoint.',
+        'exit codes: 0 done (or preempted and checkpointed); 2 a mistake in the flags, config, data or workdir, or',
+        'a folder it cannot write (one line); 1 a diverged run or a checkpoint that could not be written (one line,',
+        'the last good checkpoint named); 130 stopped by Ctrl-C after a checkpoint.',
     ]
     return '\n'.join(lines)
 
@@ -168,7 +181,8 @@ def parse_flags(argv):
     try:
         return flags.FLAGS(argv)
     except Exception as error:  # noqa: BLE001  (a bad value for any flag: absl's errors, ml_collections' KeyError...)
-        raise SystemExit(f'{ACTIVE[0].name}: error: {flag_error(error, argv)}') from None
+        print(f'{ACTIVE[0].name}: error: {flag_error(error, argv)}', file=sys.stderr)
+        sys.exit(USAGE_ERROR)
 
 
 def flag_error(error, argv):
@@ -190,5 +204,6 @@ def run(command=COMMAND):
     try:
         define_flags()
     except Exception as error:  # noqa: BLE001  (a --config override naming no field, or a config file that fails)
-        raise SystemExit(f'{command.name}: error: {flag_error(error, sys.argv)}') from None
+        print(f'{command.name}: error: {flag_error(error, sys.argv)}', file=sys.stderr)
+        sys.exit(USAGE_ERROR)
     app.run(main, argv=sys.argv, flags_parser=parse_flags)

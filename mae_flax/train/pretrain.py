@@ -19,13 +19,13 @@ from mae_flax.train.model_state import copy_to_host, params_of
 CLASSIFIER_HEADS = ('mlp_head.', 'head.', 'fc_norm.', 'classifier.')  # vit-pytorch, timm, HuggingFace
 
 
-def train(config, workdir_path, *, init_from=None):
+def train(config, workdir_path, *, init_from=None, wait=False):
     """Trains (or resumes) in `workdir_path`; returns a summary dict. Raises UsageError for a mistake in the config,
     the workdir or the data, before anything is created or compiled, FloatingPointError on a NaN/Inf loss and
-    state_checkpoints.CheckpointError when a checkpoint cannot be written."""
+    state_checkpoints.CheckpointError when a checkpoint cannot be written. `wait`: for another run writing there."""
     workdir_path = workdir.workdir_path(workdir_path)
     spec = config_checks.check(config)
-    return loop.run(Pretraining(config, spec, workdir_path, init_from), workdir_path)
+    return loop.run(Pretraining(config, spec, workdir_path, init_from), workdir_path, wait=wait)
 
 
 def read_init_from(path, spec):

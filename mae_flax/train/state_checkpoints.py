@@ -13,6 +13,7 @@ import warnings
 
 import grain
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from mae_core.errors import UsageError
@@ -37,6 +38,34 @@ def make_manager(directory, checkpoint_config):
         directory,
         options=options,
         item_handlers={'state': ocp.StandardCheckpointHandler(), 'data': grain.checkpoint.CheckpointHandler()},
+    )
+
+
+SANE_WEIGHT = 1e4  # a weight this large is a diverging run's, never a trained MAE's (theirs stay within ~10)
+
+
+@jax.jit
+def _weights_summary(params):
+    leaves = jax.tree.leaves(params)
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+    largest = jnp.max(jnp.stack([jnp.max(jnp.abs(leaf)) for leaf in leaves]))
+    return finite, largest
+
+
+def check_sane(params, step, manager):
+    """A kept checkpoint is a good one: FloatingPointError, before anything is written, if the weights are not
+    finite or have grown past SANE_WEIGHT (a run diverging before its loss says so), naming the newest checkpoint,
+    whose weights passed this check when it was saved. Two numbers are fetched from the device."""
+    finite, largest = (float(value) for value in jax.device_get(_weights_summary(params)))
+    if finite and largest < SANE_WEIGHT:
+        return
+    manager.wait_until_finished()
+    good = manager.latest_step()
+    kept = f'the newest good checkpoint (step {good}) is kept in' if good else 'no checkpoint yet in'
+    what = 'not finite' if not finite else f'as large as {largest:.3g} (a sane run stays below {SANE_WEIGHT:g})'
+    raise FloatingPointError(
+        f'the weights at step {step} are {what}: the run diverged, and its checkpoint was not saved; {kept} '
+        f'{manager.directory}: rerun with a lower learning rate to continue from it'
     )
 
 

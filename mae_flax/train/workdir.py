@@ -6,10 +6,17 @@ loop and without building an optimizer.
     WORKDIR/fixed_tables.safetensors   the model's fixed tables where they are not the computed ones (a
                              transformers checkpoint's zeros, kept from --init_from; mae_flax.fixed_tables)
     WORKDIR/checkpoints/N/   orbax: the state (step, params, opt_state, rng) and the data iterator's position
+    WORKDIR/.lock            the live run's lock: one writer per workdir (see `hold`)
     WORKDIR/metrics.jsonl, tensorboard/, images/, loss_curve.png (pretraining), best.safetensors (classification)
 """
 
+import contextlib
+import fcntl
 import json
+import logging
+import os
+import socket
+import time
 
 import ml_collections
 import numpy as np
@@ -17,6 +24,7 @@ import safetensors.numpy
 from flax import nnx
 
 from mae_core.errors import UsageError
+from mae_core.spec import ModelSpec
 from mae_flax.files import as_path, atomic_path, is_remote
 from mae_flax.files.models import LoadedModel
 from mae_flax.train import model_state, state_checkpoints
@@ -24,6 +32,7 @@ from mae_flax.train import model_state, state_checkpoints
 CONFIG = 'config.json'
 CHECKPOINTS = 'checkpoints'
 TABLES = 'fixed_tables.safetensors'
+LOCK = '.lock'  # held (flock) by the run writing in the workdir; says which run it is
 
 
 def workdir_path(workdir):
@@ -130,3 +139,94 @@ def read_workdir(workdir, step=None):
     spec = model_state.model_spec(config)
     fields = [*spec.encoder, *(spec.mae or {}), 'pixel_mean', 'pixel_std']
     return LoadedModel(workdir, 'workdir', spec, dict.fromkeys(fields, f'from {CONFIG}'), model, step=step)
+
+
+def _holder(fd):
+    os.lseek(fd, 0, os.SEEK_SET)
+    text = os.read(fd, 4096).decode(errors='replace').strip()
+    try:
+        holder = json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return {'pid': '?', 'host': '?', 'command': text[:80]}
+    return holder if isinstance(holder, dict) else None
+
+
+def _describe(holder):
+    return f'{holder.get("command", "a run")}, pid {holder.get("pid")} on {holder.get("host")}, since {holder.get("started")}'
+
+
+@contextlib.contextmanager
+def hold(workdir, command, *, wait=False):
+    """One writer per workdir: the run holds WORKDIR/.lock (an flock, which the kernel releases when the process
+    dies, however it dies) and writes who it is into it. A second run on the same workdir refuses in one line
+    naming the first (pid, host), or with `wait` waits for it to end; a lock file whose holder is gone (its content
+    left by a run that was killed) is taken over, with a warning naming that run. Multi-host runs hold it once, in
+    process 0. A gs:// workdir cannot be locked this way (an object store has no flock): there, one run per
+    workdir is the user's to keep."""
+    import jax  # the process index; imported here so that reading a workdir needs no backend start
+
+    if is_remote(workdir) or jax.process_index() != 0:
+        yield
+        return
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(workdir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise UsageError(f'cannot write in --workdir {workdir}: {error.strerror} ({error.filename})') from error
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd) or {}
+            if not wait:
+                raise UsageError(
+                    f'{workdir} is being written by another run ({_describe(holder)}): stop it, wait for it (--wait), '
+                    'or use another --workdir'
+                ) from None
+            logging.warning('%s is being written by %s: waiting for it to end (--wait)', workdir, _describe(holder))
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        previous = _holder(fd)
+        if previous:
+            logging.warning('took over the lock of %s, left by a run that is gone (%s)', workdir, _describe(previous))
+        me = dict(
+            command=command, pid=os.getpid(), host=socket.gethostname(), started=time.strftime('%Y-%m-%d %H:%M:%S')
+        )
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)  # the run ended, well or with an error: an empty lock file is no one's
+    finally:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def check_resumable(config, workdir):
+    """A run resumes with the model it was started with: a command whose config.model (or scan_layers) differs from
+    the workdir's config.json is a mistake in the command, said in one line naming the field; nothing is renamed,
+    nothing is trained (a checkpoint that does not fit is not a damaged one)."""
+    if not has_checkpoints(workdir):
+        return
+    check_layout(config, workdir)
+    theirs = ModelSpec.from_dict(load_config(workdir).model.to_dict()).to_dict()  # defaults filled, as ours
+    difference = _first_difference(theirs, ModelSpec.from_dict(config.model.to_dict()).to_dict(), 'config.model')
+    if difference:
+        field, theirs, ours = difference
+        raise UsageError(
+            f'{workdir} holds checkpoints of another model: {field} is {theirs!r} in its {CONFIG}, the command says '
+            f"{ours!r}; resume with the run's own config (drop the override), or start a new --workdir"
+        )
+
+
+def _first_difference(theirs, ours, name):
+    if isinstance(theirs, dict) and isinstance(ours, dict):
+        for key in sorted(set(theirs) | set(ours)):
+            found = _first_difference(theirs.get(key), ours.get(key), f'{name}.{key}')
+            if found:
+                return found
+        return None
+    if isinstance(theirs, list | tuple) and isinstance(ours, list | tuple):
+        theirs, ours = list(theirs), list(ours)
+    return None if theirs == ours else (name, theirs, ours)

@@ -47,14 +47,16 @@ def test_an_fb_checkpoint_round_trips_bit_exact_in_its_own_layout(fb_checkpoint,
         assert torch.equal(back[key], value), key
 
 
-def test_an_encoder_file_loads_its_encoder_and_says_the_decoder_is_fresh(fb_checkpoint, tmp_path):
+def test_an_encoder_file_loads_its_encoder_and_decoder_commands_refuse_it(fb_checkpoint, tmp_path):
     # facebookresearch/mae's mae_pretrain_vit_*.pth and timm's vit_*.mae hold the encoder alone
     _, model = fb_checkpoint
     encoder = {k: v for k, v in model.state_dict().items() if not k.startswith(('decoder', 'mask_token'))}
     torch.save({'model': encoder}, tmp_path / 'mae_pretrain.pth')
-    with pytest.warns(UserWarning, match='loaded the encoder alone'):
-        loaded = read_model(tmp_path / 'mae_pretrain.pth', {'num_heads': 3})
-    assert loaded.sources['decoder_embed_dim'] == 'assumed' and loaded.spec.mae['decoder_depth'] == 8
+    loaded = read_model(tmp_path / 'mae_pretrain.pth', {'num_heads': 3})
+    assert loaded.encoder_only and loaded.sources['decoder_embed_dim'] == 'assumed'
+    assert list(loaded.torch_arrays) == list(encoder)  # the encoder's keys, no decoder made up
+    with pytest.raises(UsageError, match='holds an encoder alone'):
+        loaded.needs_decoder('mae-reconstruct')
     np.testing.assert_array_equal(
         loaded.model.blocks[0].attn.qkv.kernel[...], encoder['blocks.0.attn.qkv.weight'].numpy().T
     )

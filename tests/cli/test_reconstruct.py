@@ -1,11 +1,19 @@
-"""mae-reconstruct: the PNG grid, its panels, and the same picture from both backends for a seed."""
+"""mae-reconstruct: the PNG grid, its panels, the same picture from both backends for a seed, and its images read as
+mae-train reads them."""
+
+import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
 from einops import rearrange
 from PIL import Image
 
+from mae_core.errors import UsageError
 from mae_flax.cli import reconstruct
+from mae_flax.cli.common import read_images
+from mae_flax.train import data
 from tests.cli.conftest import TINY, TINY_FLAGS, assert_one_line_error, run_command
 
 PATCH, SIZE = 8, 32
@@ -117,3 +125,59 @@ def test_an_output_that_is_a_folder_is_one_line(flax_checkpoint, image_dir, tmp_
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count('\n') == 1 and 'is a folder: name the .png file to write' in err
+
+
+# --- reading images: mae-train's reader, and a bad file as one line -------------------------------------------------
+
+
+def deep_png(path):
+    """A 16-bit gray PNG, 32x32, every value above 255: a reader that clips to 8 bits sees a flat white picture."""
+    y, x = np.mgrid[:SIZE, :SIZE]
+    Image.fromarray((1000 + 60 * x * y).astype(np.uint16)).save(path)
+    return path
+
+
+def test_a_16_bit_png_is_read_as_mae_train_decodes_it(tmp_path):
+    path = deep_png(tmp_path / 'deep.png')
+    pixels = read_images([path], SIZE, 3, reconstruct.PROG)[0]
+    trained_on = np.asarray(data.decode(path.read_bytes(), path, 3, lambda width, height: None)[0]) / np.float32(255)
+    np.testing.assert_array_equal(pixels, trained_on)  # the same reader: bitwise
+    assert pixels.std() > 0.2  # its contrast (~0.25), not the flat panel 8-bit clipping gave (std 0)
+
+
+def test_a_16_bit_png_reconstructs_with_its_contrast(flax_checkpoint, tmp_path, capsys):
+    path = deep_png(tmp_path / 'deep.png')
+    assert reconstruct.main([str(flax_checkpoint), str(path), '--out', str(tmp_path / 'grid.png')]) == 0
+    original = panels(tmp_path / 'grid.png')[0, 0]
+    assert original.std() > 50  # of 255 levels
+
+
+def png_claiming(width, height):
+    """A valid 32x32 PNG of noise (3 kB) whose header says `width` x `height`: what PIL's decompression-bomb check
+    reads."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3), np.uint8)).save(buffer, 'PNG')
+    content = bytearray(buffer.getvalue())
+    content[16:24] = struct.pack('>II', width, height)  # IHDR's width and height, then its CRC
+    content[29:33] = struct.pack('>I', zlib.crc32(bytes(content[12:29])))
+    return bytes(content)
+
+
+@pytest.mark.parametrize(
+    ('content', 'message'),
+    [
+        (png_claiming(30000, 30000), 'Image size (900000000 pixels) exceeds limit of 178956970 pixels'),
+        (b'', 'the file is empty'),
+        (png_claiming(SIZE, SIZE)[:200], 'image file is truncated'),
+        (b'just some text\n', 'not an image file'),
+    ],
+    ids=['decompression-bomb', 'empty', 'truncated', 'not-an-image'],
+)
+def test_an_image_that_cannot_be_read_is_one_line_and_nothing_is_written(flax_checkpoint, tmp_path, content, message):
+    bad = tmp_path / 'bad.png'
+    bad.write_bytes(content)
+    with pytest.raises(UsageError) as error:
+        reconstruct.main([str(flax_checkpoint), str(bad), '--out', str(tmp_path / 'grid.png')])
+    text = str(error.value)
+    assert '\n' not in text and text.startswith(f'cannot read image {bad}: ') and message in text
+    assert not (tmp_path / 'grid.png').exists()

@@ -4,6 +4,7 @@ takes seconds of compile; the runs are shared through module fixtures."""
 
 import functools
 import json
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -391,6 +392,55 @@ def test_drop_path_is_per_sample_and_off_in_evaluation():
     load_torch_state_dict(scanned, to_torch_state_dict(loop))  # the same weights (and rates) scanned or not:
     # the same function in evaluation
     np.testing.assert_allclose(loop.features(images), scanned.features(images), rtol=1e-5, atol=1e-6)
+
+
+# --- validation never scores a substitute -------------------------------------------------------------------------
+
+
+def image_folder_with_an_unreadable_val_image(root):
+    """train/{a,b}/ with four 8x8 gray PNGs each; val/ with one picture under both labels, a third image in a/, and
+    a garbage file in b/."""
+    rng = np.random.default_rng(0)
+    for name in ('a', 'b'):
+        (root / 'train' / name).mkdir(parents=True)
+        (root / 'val' / name).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 256, (8, 8), np.uint8)).save(root / 'train' / name / f'{i}.png')
+        Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) * 4).save(root / 'val' / name / 'same.png')
+    Image.fromarray(rng.integers(0, 256, (8, 8), np.uint8)).save(root / 'val' / 'a' / 'other.png')
+    (root / 'val' / 'b' / 'unreadable.png').write_bytes(b'not a png')
+    return root
+
+
+def test_an_unreadable_validation_image_is_left_out_of_the_count(tmp_path, capsys):
+    """Two evaluations of 3 readable images of 4. The same picture is in val/a and val/b, so exactly one of the two
+    is right whatever the model: top-1 is 1/3 or 2/3 of the three, where scoring four (another image's pixels under
+    the unreadable one's label) gives a multiple of 1/4."""
+    config = smoke(total_steps=2, log_every=1, eval_every=1)
+    config.data.source = str(image_folder_with_an_unreadable_val_image(tmp_path / 'images'))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        summary = classify.train(config, tmp_path / 'run')
+    evals = [json.loads(line) for line in (tmp_path / 'run/metrics.jsonl').open() if 'val_top1' in line]
+    assert [r['step'] for r in evals] == [1, 2]
+    for record in evals:
+        assert min(abs(record['val_top1'] - 100 * k / 3) for k in (1, 2)) < 1e-4, record['val_top1']
+        assert record['val_skipped'] == 1
+    named = [str(w.message) for w in caught if 'unreadable.png' in str(w.message)]
+    assert len(named) == 1 and 'out of validation' in named[0]
+    assert summary['val_skipped'] == 1
+    assert ', 1 unreadable validation images left out' in capsys.readouterr().out
+
+
+def test_a_validation_split_with_no_readable_image_is_one_line(tmp_path):
+    root = image_folder_with_an_unreadable_val_image(tmp_path)
+    for path in (root / 'val').rglob('*.png'):
+        path.write_bytes(b'not a png')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        with pytest.raises(UsageError) as error:
+            labeled.image_folder(root, 1)
+    assert f'none of the 4 images in {root / "val"} could be read' in one_line(error)
 
 
 # --- bad input: one line each ------------------------------------------------------------------------------------

@@ -67,10 +67,10 @@ def test_a_workdir_that_is_a_file_is_refused(tmp_path):
 def test_the_command_says_one_line_and_takes_dashed_flags(tmp_path):
     # --init-from as people type it: absl alone would not know it
     result = train([SMOKE, f'--workdir={tmp_path / "run"}', '--init-from=missing.pt'], check=False)
-    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    assert result.returncode == 2 and 'Traceback' not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == 'mae-train: error: --init_from missing.pt: no such file or folder'
     result = train([SMOKE, f'--workdir={tmp_path / "run"}', '--config.model.encoder.mlp_dim=-1'], check=False)
-    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    assert result.returncode == 2 and 'Traceback' not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         'mae-train: error: config.model.encoder.mlp_dim must be a positive integer, got -1'
     )
@@ -112,6 +112,6 @@ def test_help_lists_the_command_s_flags_variants_and_overrides():
 def test_a_bad_config_override_is_one_line(tmp_path, flag, message):
     result = train([f'--workdir={tmp_path / "run"}', flag], check=False)
     lines = result.stderr.strip().splitlines()
-    assert result.returncode == 1 and len(lines) == 1 and 'Traceback' not in result.stderr, result.stderr
+    assert result.returncode == 2 and len(lines) == 1 and 'Traceback' not in result.stderr, result.stderr
     assert lines[0].startswith('mae-train: error: ') and message in lines[0]
     assert not (tmp_path / 'run').exists()

@@ -35,7 +35,8 @@ def pool_of(config, spec):
     return pool
 
 
-def build_classifier(config, spec, rngs, num_classes):
+def build_classifier(config, spec, num_classes):
+    """The run's classifier, its rngs made here so that `nnx.eval_shape(build)` traces them too."""
     family = families.get(spec.family)
     return family.build_classifier(
         spec,
@@ -47,7 +48,7 @@ def build_classifier(config, spec, rngs, num_classes):
         dtype=jnp.dtype(config.dtype),
         scan_layers=config.scan_layers,
         remat=config.remat,
-        rngs=rngs,
+        rngs=classifier_rngs(config),
     )
 
 
@@ -71,7 +72,7 @@ def combine(trainable, frozen):
 
 
 def init_state(config, spec, num_classes, tx):
-    model = build_classifier(config, spec, classifier_rngs(config), num_classes)
+    model = build_classifier(config, spec, num_classes)
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     trainable, _ = partition(params, config.mode, families.of(model).head)
     state = dict(
@@ -164,7 +165,7 @@ def make_eval_step(spec, graphdef, rest):
 def classify_program(config, spec, num_classes, mesh):
     """The classifier's StepProgram: its optimizer over the trainable parameters, state shardings, model parts
     (batch statistics beside the parameters) and the jitted, donated step."""
-    build = functools.partial(build_classifier, config, spec, classifier_rngs(config), num_classes)
+    build = functools.partial(build_classifier, config, spec, num_classes)
     abstract_model = nnx.eval_shape(build)
     family = families.get(spec.family)
     trainable = partition(nnx.to_pure_dict(nnx.state(abstract_model, nnx.Param)), config.mode, family.head)[0]

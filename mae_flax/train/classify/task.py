@@ -164,11 +164,13 @@ class Classification:
         return step > 0 and (step % self.config.eval_every == 0 or last)
 
     def evaluate(self, state, step, workdir, is_main):
-        """Top-1, top-5 and loss on the whole validation split; a new best is exported to torch at once."""
+        """Top-1, top-5 and loss on the whole validation split, and how many of its images could not be read (left
+        out of the count, not replaced); a new best is exported to torch at once."""
         totals = None
         for local in labeled.val_batches(
             self.labeled.val,
             self.spec.image_size,
+            self.spec.channels,
             self.config.data.eval_crop_fraction,
             self.config.eval_batch_size,
             *self.process,
@@ -177,11 +179,14 @@ class Classification:
             sums = self.eval_step(state['params'], state.get('batch_stats', {}), batch)
             totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
         totals = {name: float(value) for name, value in copy_to_host(totals).items()}
-        count = totals['count']
+        count, images = totals['count'], len(self.labeled.val.labels)
+        if not count:
+            raise UsageError(f'none of the {images} validation images of {self.config.data.source} could be read')
         result = dict(
             val_top1=100 * totals['correct'] / count,
             val_top5=100 * totals['correct5'] / count,
             val_loss=totals['loss'] / count,
+            val_skipped=images - round(count),
         )
         best = self.best_so_far(workdir)
         if best is None or result['val_top1'] > best[0]:
@@ -205,12 +210,13 @@ class Classification:
     def summarize(self, records, workdir, is_main):
         if records and is_main:
             report.save_classify_curve(records, workdir / 'curves.png', self.command)
-        evals = [(step, r['val_top1']) for step, r in records.items() if 'val_top1' in r]
+        evals = [record for record in records.values() if 'val_top1' in record]
         best = self.best_so_far(workdir)
         return dict(
-            last_top1=evals[-1][1] if evals else None,
+            last_top1=evals[-1]['val_top1'] if evals else None,
             best_top1=best[0] if best else None,
             best_step=best[1] if best else None,
+            val_skipped=evals[-1].get('val_skipped', 0) if evals else 0,
         )
 
     def summary_line(self, summary, workdir):
@@ -219,13 +225,15 @@ class Classification:
             line += (
                 f', top-1 {summary["last_top1"]:.2f}% (best {summary["best_top1"]:.2f}% at step {summary["best_step"]})'
             )
+        if summary['val_skipped']:
+            line += f', {summary["val_skipped"]} unreadable validation images left out'
         return line + (
             f', {summary["images_per_sec"]:.0f} images/s; in {workdir}: checkpoints, metrics.jsonl, tensorboard/, '
             f'curves.png and {BEST} (the best classifier in torch layout, described in {BEST}.json)'
         )
 
 
-def train(config, workdir, *, init_from=None):
+def train(config, workdir, *, init_from=None, wait=False):
     """Fine-tunes or linearly probes (config.mode) in `workdir`, resuming from its checkpoint; returns the summary."""
     workdir = local_workdir(workdir)
-    return loop.run(Classification(config, workdir, init_from), workdir)
+    return loop.run(Classification(config, workdir, init_from), workdir, wait=wait)

@@ -87,8 +87,9 @@ def npz(path, channels, val_fraction):
     if not path.is_file():
         raise UsageError(f'data source {path}: no such file')
     try:
-        arrays = np.load(path, allow_pickle=False)
-        names = set(arrays.keys())
+        with np.load(path, allow_pickle=False) as archive:  # closed here: every array is read now
+            arrays = {name: archive[name] for name in archive.files}
+        names = set(arrays)
     except (ValueError, OSError, EOFError) as error:
         raise UsageError(f'data source {path} is not a .npz file ({type(error).__name__})') from None
     if not {'images', 'labels'} <= names:
@@ -114,9 +115,11 @@ def npz(path, channels, val_fraction):
 
 
 class ClassFolder(sources.FolderSource):
-    """The images of one split of an ImageFolder layout, each labelled by its top sub-folder."""
+    """The images of one split of an ImageFolder layout, each labelled by its top sub-folder; a validation split's
+    warnings say an unreadable image is left out (`val_batches`)."""
 
-    def __init__(self, folder, classes, channels):
+    def __init__(self, folder, classes, channels, leave_out=False):
+        self.leave_out = leave_out
         super().__init__(folder, channels)
         index = {name: k for k, name in enumerate(classes)}
         stray = [name for name in self.files if '/' not in name]
@@ -143,7 +146,8 @@ def image_folder(root, channels):
     if not (root / 'train').is_dir() or not (root / 'val').is_dir():
         raise UsageError(f'{root}: expected an ImageFolder layout, {root}/train/<class>/* and {root}/val/<class>/*')
     classes = _classes(root / 'train')
-    train, val = ClassFolder(root / 'train', classes, channels), ClassFolder(root / 'val', classes, channels)
+    train = ClassFolder(root / 'train', classes, channels)
+    val = ClassFolder(root / 'val', classes, channels, leave_out=True)
     return Labeled(Split(train, train.labels), Split(val, val.labels), classes)
 
 
@@ -200,25 +204,23 @@ def center_crop(image, image_size, crop_fraction):
     return array[..., None] if array.ndim == 2 else array
 
 
-def val_batches(split, image_size, crop_fraction, global_batch, process_index, process_count):
+def val_batches(split, image_size, channels, crop_fraction, global_batch, process_index, process_count):
     """Every validation image once, in order, as this process's rows of global batches {'image', 'label',
-    'valid'}: the last batch is padded (valid 0) to the full size."""
+    'valid'}: the last batch is padded (valid 0) to the full size. An image that cannot be decoded is left out of the
+    count (its row valid 0, named in a warning once), never replaced by another image under its label."""
     local_batch = global_batch // process_count
     count = len(split.labels)
-    padding = np.zeros((*pair(image_size), data_channels(split)), np.uint8)
+    padding = np.zeros((*pair(image_size), channels), np.uint8)
 
     def item(index):
         if index >= count:
             return {'image': padding, 'label': 0, 'valid': 0}
-        image = split.images[index]
+        image = split.images.image_or_none(index)
+        if image is None:
+            return {'image': padding, 'label': split.labels[index], 'valid': 0}
         return {'image': center_crop(image, image_size, crop_fraction), 'label': split.labels[index], 'valid': 1}
 
     padded = -(-count // global_batch) * global_batch
     rows = grain.MapDataset.range(padded).map(item).batch(local_batch)[process_index::process_count]
     options = grain.ReadOptions(num_threads=4, prefetch_buffer_size=4)
     yield from rows.to_iter_dataset(options)
-
-
-def data_channels(split):
-    image = split.images[0]
-    return 1 if image.mode == 'L' else 3

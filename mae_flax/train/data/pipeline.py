@@ -4,8 +4,8 @@ Element k of the global stream is the same crop on any number of processes: the 
 and cropped with a seed derived from (seed, k). Global batch i is elements [i * B, (i + 1) * B); process p of P
 reads only its contiguous slice of it, so the global array built from the local batches is the same batch
 whatever P is. Throughput: `workers` processes (grain's mp_prefetch), each reading ahead with `num_threads`
-threads, and optionally JPEG draft decoding (`draft`, see decode.decode). Neither the number of workers nor of
-threads changes the stream.
+threads, and optionally JPEG draft decoding (`draft`, see mae_flax.files.images.decode). Neither the number of
+workers nor of threads changes the stream.
 """
 
 import logging

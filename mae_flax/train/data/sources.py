@@ -21,8 +21,8 @@ from PIL import Image
 from mae_core.errors import UsageError
 from mae_core.fields import pair
 from mae_flax.files import atomic_path
+from mae_flax.files.images import IMAGE_SUFFIXES, UNREADABLE, decode, describe_range, to_8bit
 from mae_flax.train.data import digits
-from mae_flax.train.data.decode import IMAGE_SUFFIXES, decode, describe_range, to_8bit
 
 # real photographs that ship inside scikit-image: no download
 DEFAULT_PHOTOS = (
@@ -42,11 +42,14 @@ SAMPLE = 64  # items of an array source checked at start-up, before anything com
 
 
 class DecodedSource:
-    """A source whose items are decoded PIL images already: nothing to draft."""
+    """A source whose items are decoded PIL images already: nothing to draft, nothing unreadable."""
 
     def read(self, index, choose_box, draft_size=None):
         image = self[index]
         return image, choose_box(image.width, image.height)
+
+    def image_or_none(self, index):
+        return self[index]
 
 
 class ArrayImages(DecodedSource):
@@ -84,15 +87,21 @@ class PhotoSource(DecodedSource):
 
 
 class EncodedSource:
-    """A source of encoded image files (`_bytes(index)`, `_name(index)`), decoded as they are read. An unreadable
-    item is skipped with a warning and replaced by the next readable one, so batches keep their size and the stream
-    stays deterministic. A sample is decoded at start-up, before anything compiles."""
+    """A source of encoded image files (`_bytes(index)`, `_name(index)`), decoded as they are read; an unreadable
+    file is named in a warning once. Training reads through `read`, which replaces an unreadable item by the next
+    readable one, so batches keep their size and the stream stays deterministic; validation reads through
+    `image_or_none`, which never substitutes, so that an unreadable image is left out of the count (a source with
+    `leave_out` says so in its warning). A sample is decoded at start-up, before anything compiles; none of it
+    readable, every item is tried, and none readable is a UsageError."""
+
+    leave_out = False  # a validation split's: its warnings say that an unreadable image is left out
 
     def __init__(self, channels):
         self.channels = channels
         self.skipped = set()
-        for index in np.linspace(0, len(self) - 1, min(SAMPLE, len(self))).astype(int):
-            self[int(index)]
+        sample = np.linspace(0, len(self) - 1, min(SAMPLE, len(self))).astype(int)
+        if not any([self.image_or_none(int(index)) is not None for index in sample]):  # every one checked
+            self.read(0, lambda width, height: None)
 
     def __getitem__(self, index):
         return self.read(index, lambda width, height: None)[0]
@@ -100,19 +109,33 @@ class EncodedSource:
     def read(self, index, choose_box, draft_size=None):
         """(image, box): item `index`, or the next readable one, decoded (see `decode`)."""
         for offset in range(len(self)):
-            item = (index + offset) % len(self)
-            name = self._name(item)
-            try:
-                return decode(self._bytes(item), name, self.channels, choose_box, draft_size)
-            except UsageError:  # readable, but not what an image file may hold: no silent substitute
-                raise
-            except (OSError, ValueError, Image.DecompressionBombError) as error:
-                if name not in self.skipped:
-                    self.skipped.add(name)
-                    warnings.warn(
-                        f'skipping unreadable image {name} ({len(self.skipped)} so far): {error}', stacklevel=2
-                    )
+            decoded = self._decoded((index + offset) % len(self), choose_box, draft_size)
+            if decoded is not None:
+                return decoded
         raise UsageError(f'none of the {len(self)} images in {self.where} could be read')
+
+    def image_or_none(self, index):
+        """Item `index` itself, decoded, or None if its file cannot be decoded: never a substitute."""
+        decoded = self._decoded(index, lambda width, height: None)
+        return None if decoded is None else decoded[0]
+
+    def _decoded(self, index, choose_box, draft_size=None):
+        """(image, box) of item `index`, or None if its file cannot be decoded (named in a warning once)."""
+        name = self._name(index)
+        try:
+            return decode(self._bytes(index), name, self.channels, choose_box, draft_size)
+        except UsageError:  # readable, but not what an image file may hold: no silent substitute
+            raise
+        except UNREADABLE as error:
+            if name not in self.skipped:
+                self.skipped.add(name)
+                what = (
+                    'leaving unreadable image {} out of validation'
+                    if self.leave_out
+                    else 'skipping unreadable image {}'
+                )
+                warnings.warn(f'{what.format(name)} ({len(self.skipped)} so far): {error}', stacklevel=4)
+            return None
 
 
 def _suffix(name):
@@ -287,11 +310,15 @@ class ArraySource(DecodedSource):
             arrays = np.load(self.path, mmap_mode='r' if self.path.suffix == '.npy' else None, allow_pickle=False)
         except (ValueError, OSError, EOFError) as error:  # a text file, pickled objects, a truncated array
             raise UsageError(f'data source {path} is not a numpy array file ({type(error).__name__})') from None
-        if not isinstance(arrays, np.ndarray):
-            names = list(arrays.keys())
-            if 'images' not in names and len(names) != 1:
-                raise UsageError(f"{path} holds arrays {names}: expected one named 'images', or a single array")
-            arrays = arrays['images' if 'images' in names else names[0]]
+        if not isinstance(arrays, np.ndarray):  # a .npz: its images array read, the archive closed
+            with arrays as archive:
+                names = list(archive.files)
+                if 'images' not in names and len(names) != 1:
+                    raise UsageError(f"{path} holds arrays {names}: expected one named 'images', or a single array")
+                try:
+                    arrays = archive['images' if 'images' in names else names[0]]
+                except (ValueError, OSError, EOFError) as error:
+                    raise UsageError(f'data source {path} is not a numpy array file ({type(error).__name__})') from None
         if arrays.ndim != 4 or arrays.shape[-1] != channels or len(arrays) == 0:
             raise UsageError(f'{path}: expected images (n, h, w, {channels}) with n > 0, got shape {arrays.shape}')
         if arrays.dtype != np.uint8 and not np.issubdtype(arrays.dtype, np.floating):

@@ -1,11 +1,14 @@
-"""Image files -> the 8-bit pictures they show: the one image reader of training, validation and mae-reconstruct.
+"""Image files -> the 8-bit pictures they show: the one image reader of training, validation and the commands.
 
 `decode` reads encoded bytes (EXIF orientation, 16-bit, transparency, palettes, CMYK; JPEG draft decoding reduced
-where a crop allows); `to_8bit` converts any PIL image. A file that is not what an image file may hold is a
-UsageError; one that cannot be decoded raises OSError / ValueError for the caller to skip or report.
+where a crop allows); `to_8bit` converts any PIL image; `read_file` reads one file a user named. A file that is not
+what an image file may hold is a UsageError; one that cannot be decoded raises one of UNREADABLE for the caller to
+skip or report (`read_file` reports it as a UsageError naming the file). Only numpy, PIL and mae_core: the commands
+read images on an install without the training stack.
 """
 
 import io
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -13,6 +16,9 @@ from PIL import Image, ImageOps
 from mae_core.errors import UsageError
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+# what decoding a damaged file raises: PIL's UnidentifiedImageError is an OSError, a truncated file's too; PIL refuses
+# an image of over twice Image.MAX_IMAGE_PIXELS with DecompressionBombError, which is neither
+UNREADABLE = (OSError, ValueError, Image.DecompressionBombError)
 
 
 def to_8bit(image, channels, name):
@@ -121,3 +127,28 @@ def decode(data, name, channels, choose_box, draft_size=None):
     if scale != 1:
         box = _reduced_box(box, scale, size, image.size, MIRRORED_AXES.get(orientation, (False, False)))
     return image, box
+
+
+def read_file(path, channels):
+    """An image file a user named -> the 8-bit 'L' or 'RGB' PIL image it shows, as training decodes it (`decode`).
+    A file that is missing, empty, not an image, truncated or damaged, or over PIL's decompression-bomb limit is a
+    UsageError of one line naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f'no such image: {path}')
+    try:
+        data = path.read_bytes()
+        if not data:
+            raise UsageError(f'cannot read image {path}: the file is empty')
+        return decode(data, path, channels, lambda width, height: None)[0]
+    except UsageError:
+        raise
+    except Image.UnidentifiedImageError:
+        raise UsageError(
+            f'cannot read image {path}: not an image file PIL can open (an unknown format, or a header cut short)'
+        ) from None
+    except Image.DecompressionBombError as error:  # 'Image size (N pixels) exceeds limit of M pixels, ...'
+        limit = "the limit is twice PIL's Image.MAX_IMAGE_PIXELS"
+        raise UsageError(f'cannot read image {path}: {str(error).rstrip(".")} ({limit})') from None
+    except UNREADABLE as error:
+        raise UsageError(f'cannot read image {path}: {error}') from None
