@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mae_core.errors import UsageError
-from mae_flax import official, vit_pytorch
+from mae_flax import official, videomae, vit_pytorch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +68,7 @@ def _family(package):
     )
 
 
-FAMILIES = {family.name: family for family in map(_family, (vit_pytorch, official))}
+FAMILIES = {family.name: family for family in map(_family, (vit_pytorch, official, videomae))}
 
 
 def get(name):
