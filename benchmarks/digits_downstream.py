@@ -19,7 +19,7 @@ import numpy as np
 from mae_flax.configs import classify as classify_configs
 from mae_flax.configs import mae as mae_configs
 from mae_flax.files import atomic_path
-from mae_flax.train import classify, trainer
+from mae_flax.train import classify, pretrain
 
 RESULTS = Path(__file__).parent / 'results'
 
@@ -42,7 +42,7 @@ def main():
         if args.pretrain_steps:
             config.total_steps = args.pretrain_steps
         clock = time.perf_counter()
-        pretrained = trainer.train(config, out / f'mae_{seed}')
+        pretrained = pretrain.train(config, out / f'mae_{seed}')
         timings.setdefault('pretrain', []).append(time.perf_counter() - clock)
         for mode, variant in (('finetune', 'digits'), ('linprobe', 'digits_linprobe')):
             for init in ('mae', 'random'):

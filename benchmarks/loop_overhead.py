@@ -1,6 +1,6 @@
-"""The trainer's loop against its bare step: images/s of `trainer.train` (the data pipeline, the host -> device
+"""The trainer's loop against its bare step: images/s of `pretrain.train` (the data pipeline, the host -> device
 copy of each batch, checkpoint decisions, progress, metrics fetched every `log_every` steps) over images/s of the
-same compiled step (trainer.StepProgram) called in a bare Python loop on one batch already on the device.
+same compiled step (steps.StepProgram) called in a bare Python loop on one batch already on the device.
 
     python -m benchmarks.loop_overhead --steps 300 --out benchmarks/results/loop_overhead-cpu.json
 
@@ -27,7 +27,8 @@ from absl import logging
 
 from mae_flax.configs import mae as mae_configs
 from mae_flax.files import atomic_path
-from mae_flax.train import sharding, trainer
+from mae_flax.train import model_state, pretrain, sharding
+from mae_flax.train.steps import pretrain_program
 
 
 def config_for(steps, log_every, source='default'):
@@ -41,9 +42,9 @@ def config_for(steps, log_every, source='default'):
 
 def bare_images_per_sec(config, steps):
     mesh = sharding.make_mesh(1, 1)
-    program = trainer.StepProgram.build(config, mesh)
+    program = pretrain_program(config, mesh)
     state = jax.jit(program.init, out_shardings=program.shardings)()
-    size = trainer.model_spec(config).image_size
+    size = model_state.model_spec(config).image_size
     batch = jax.device_put(jnp.zeros((config.batch_size, *size, 3), jnp.uint8), sharding.batch_sharding(mesh))
     state, metrics = program.train_step(state, batch)  # compiles
     jax.block_until_ready(metrics)
@@ -56,7 +57,7 @@ def bare_images_per_sec(config, steps):
 
 def loop_images_per_sec(config):
     with tempfile.TemporaryDirectory() as workdir:
-        return trainer.train(config, Path(workdir) / 'run')['images_per_sec']
+        return pretrain.train(config, Path(workdir) / 'run')['images_per_sec']
 
 
 def benchmark(steps=300, log_every=50):

@@ -28,7 +28,7 @@ from benchmarks import hardware
 from benchmarks.presets import PRESETS, train_flops_per_image
 from mae_flax.configs import mae as mae_configs
 from mae_flax.files import atomic_path
-from mae_flax.train import sharding, trainer
+from mae_flax.train import sharding, steps
 from mae_torch.reference import load_vit_pytorch
 
 BACKENDS = ('flax', 'torch', 'torch_compile', 'vit_pytorch')
@@ -49,7 +49,7 @@ class Runner:
 
 
 def flax_runner(preset, dtype):
-    """mae-train's own step (trainer.StepProgram: the jitted, donated step the trainer runs, scanned blocks, its
+    """mae-train's own step (steps.StepProgram: the jitted, donated step the trainer runs, scanned blocks, its
     AdamW and schedule) on one device, over a fixed uint8 batch; masking noise drawn inside the step."""
     config = mae_configs.get_config('tiny')
     config.model = preset.spec.to_dict()
@@ -57,7 +57,7 @@ def flax_runner(preset, dtype):
     config.optim.update(base_lr=LEARNING_RATE * 256 / preset.batch_size, b1=BETAS[0], b2=BETAS[1])
     config.optim.update(weight_decay=WEIGHT_DECAY, warmup_steps=0)
     mesh = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
-    program = trainer.StepProgram.build(config, mesh)
+    program = steps.pretrain_program(config, mesh)
     state = jax.jit(program.init, out_shardings=program.shardings)()
     size = preset.spec.image_size
     images = jax.random.randint(jax.random.key(3), (preset.batch_size, *size, 3), 0, 256, jnp.int32)

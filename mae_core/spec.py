@@ -144,8 +144,12 @@ class ModelSpec:
 
     # images
     def normalize(self, images):
-        """(b, h, w, c) pixels in [0, 1] -> float32 as the model sees them."""
-        return ((np.asarray(images, np.float32) - np.float32(self.pixel_mean)) / np.float32(self.pixel_std)).astype(
+        """(b, h, w, c) pixels -> float32 as the model sees them: floats in [0, 1], or uint8 0..255 as the input
+        pipeline makes them. numpy or jax arrays (inside jit too): what comes in is what goes out."""
+        images = images if hasattr(images, 'astype') else np.asarray(images)
+        if images.dtype == np.uint8:
+            images = images.astype(np.float32) / np.float32(255)
+        return ((images.astype(np.float32) - np.float32(self.pixel_mean)) / np.float32(self.pixel_std)).astype(
             np.float32
         )
 

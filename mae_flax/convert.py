@@ -5,22 +5,26 @@ it, and the two functions that move the array between layouts (a Linear weight i
 anything else copied); a scanned model's blocks are read and written per block (mae_flax.stack). The engine
 checks every key and shape against the table, reports every problem at once, and loads nothing unless everything
 fits. Keys that name the same parameter twice (vit-pytorch's shared patch
-embedding) must hold the same values, and are all written back. torch is only imported to read or write
-`.pt`/`.pth` files.
+embedding) must hold the same values, and are all written back. Reading and writing files is
+mae_flax.files.weights's (its functions are importable from here too).
 """
 
 import warnings
-from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
-import safetensors.numpy
 
 from mae_flax import families, stack
-from mae_flax.files import atomic_path
+from mae_flax.files.weights import load_state_dict_file, save_state_dict_file, to_numpy, unwrap_state_dict
 
-WRAPPER_KEYS = ('state_dict', 'model_state_dict', 'model', 'module')  # where training scripts nest the weights
-STRIPPED_PREFIXES = ('module.', '_orig_mod.')  # DDP / DataParallel, and torch.compile
+__all__ = [  # the files' functions are mae_flax.files.weights's, here too for scripts that import them from here
+    'load_state_dict_file',
+    'load_torch_state_dict',
+    'save_state_dict_file',
+    'to_torch_state_dict',
+    'torch_table',
+    'unwrap_state_dict',
+]
 
 
 def torch_table(model, layout=None, encoder_only=False):
@@ -28,16 +32,6 @@ def torch_table(model, layout=None, encoder_only=False):
     whole model or, with `encoder_only`, the keys of its encoder alone."""
     family = families.of(model)
     return family.table(model, layout or family.layouts[0], encoder_only)
-
-
-def _to_numpy(value):
-    """A torch tensor (without importing torch) or any array -> numpy."""
-    if hasattr(value, 'detach'):
-        value = value.detach().cpu()
-        if str(value.dtype) == 'torch.bfloat16':  # numpy has no bfloat16; float32 holds it exactly
-            value = value.float()
-        value = value.numpy()
-    return np.asarray(value)
 
 
 def _torch_shapes(row):
@@ -55,7 +49,7 @@ def load_torch_state_dict(model, state_dict):
     lists every problem.
     """
     family = families.of(model)
-    arrays = {key: _to_numpy(value) for key, value in state_dict.items()}
+    arrays = {key: to_numpy(value) for key, value in state_dict.items()}
     detected = family.detect(arrays)
     kind, layout = detected if detected is not None else (None, family.layouts[0])
     encoder_only = kind == 'ViT' and family.is_mae(model)
@@ -99,7 +93,7 @@ def load_torch_state_dict(model, state_dict):
         warnings.warn('loaded the encoder alone (the file has no decoder): the decoder keeps its weights', stacklevel=2)
     # copies: on CPU jnp.asarray can alias the numpy buffer, which may be the torch tensor's own memory
     params = {id(row.param): row.param for row in table if row.param is not None}
-    stack.assign(
+    stack.set_values(
         (param, jnp.asarray(np.array(values[key][1], dtype=param.dtype, copy=True))) for key, param in params.items()
     )
     return model
@@ -114,71 +108,3 @@ def to_torch_state_dict(model, layout=None, encoder_only=False):
         for key, array in zip(row.keys, row.to_torch(value), strict=True):
             state_dict[key] = np.array(array, order='C')
     return state_dict
-
-
-def unwrap_state_dict(contents, name):
-    """The state dict inside `{'model': ...}` / `{'state_dict': ...}` wrappers that training scripts save, without
-    DDP's `module.` or torch.compile's `_orig_mod.` prefix; `name` (the file) is for the error message."""
-    state_dict = contents
-    while isinstance(state_dict, dict) and not _holds_only_tensors(state_dict):
-        inner = next((state_dict[key] for key in WRAPPER_KEYS if isinstance(state_dict.get(key), dict)), None)
-        if inner is None:
-            keys = ', '.join(map(str, list(state_dict)[:5]))
-            raise ValueError(
-                f'{name} holds a dict with no tensors at its top level nor under any of {", ".join(WRAPPER_KEYS)} '
-                f'(its keys: {keys})'
-            )
-        state_dict = inner
-    if not isinstance(state_dict, dict):
-        raise TypeError(f'{name} holds a {type(state_dict).__name__}, not a state dict of tensors')
-    stripped = True
-    while stripped:
-        stripped = False
-        for prefix in STRIPPED_PREFIXES:
-            if all(str(key).startswith(prefix) for key in state_dict):
-                state_dict = {key[len(prefix) :]: value for key, value in state_dict.items()}
-                stripped = True
-    return state_dict
-
-
-def _holds_only_tensors(mapping):
-    return bool(mapping) and all(hasattr(value, 'shape') for value in mapping.values())
-
-
-def load_state_dict_file(path):
-    """Reads a torch-layout state_dict from `.pt`/`.pth` (torch.load, weights_only) or `.safetensors`."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'no such checkpoint file: {path}')
-    if path.suffix == '.safetensors':
-        return safetensors.numpy.load_file(path)
-    if path.suffix in ('.pt', '.pth'):
-        torch = _import_torch(path)
-        return torch.load(path, map_location='cpu', weights_only=True)
-    raise ValueError(f'expected a .pt, .pth or .safetensors file, got {path}')
-
-
-def save_state_dict_file(state_dict, path):
-    """Writes {torch key: array} as `.pt`/`.pth` (torch.save) or `.safetensors`, atomically."""
-    path = Path(path)
-    if path.suffix not in ('.pt', '.pth', '.safetensors'):
-        raise ValueError(f'expected a .pt, .pth or .safetensors file name, got {path}')
-    arrays = {key: np.ascontiguousarray(_to_numpy(value)) for key, value in state_dict.items()}
-    for key, array in arrays.items():
-        if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
-            raise TypeError(f'{key!r}: expected a numeric array or tensor, got {type(state_dict[key]).__name__}')
-    with atomic_path(path) as tmp:
-        if path.suffix == '.safetensors':
-            safetensors.numpy.save_file(arrays, tmp)
-        else:
-            torch = _import_torch(path)
-            torch.save({key: torch.from_numpy(value) for key, value in arrays.items()}, tmp)
-    return path
-
-
-def _import_torch(path):
-    try:
-        import torch
-    except ImportError as error:
-        raise ImportError(f'reading or writing {path} needs torch: pip install "twin-mae[torch]"') from error
-    return torch

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mae_core.errors import UsageError
-from mae_flax import official, videomae, vit_pytorch
+from mae_flax import fixed_tables, official, videomae, vit_pytorch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +42,7 @@ class Family:
     head: str  # the torch key prefix of its head
     fresh: tuple  # torch key prefixes an encoder's checkpoint lacks (initialised fresh)
     layer_id: Callable  # (per-block parameter path, depth) -> its layer for layer-wise lr decay
+    depth: Callable  # (classifier) -> its number of blocks
 
 
 def _family(package):
@@ -65,6 +66,7 @@ def _family(package):
         head=package.HEAD,
         fresh=package.FRESH,
         layer_id=package.layer_id,
+        depth=package.depth,
     )
 
 
@@ -115,7 +117,7 @@ def build_torch(spec):
 def build_abstract(spec, dtype=None):
     """The model with abstract weights, to be loaded: no random init, which compiles one XLA program per weight
     shape (seconds on a CPU). Only the rng streams get concrete keys (the masking noise of a call without
-    `noise`)."""
+    `noise`) and the fixed tables their computed values."""
     try:
         model = nnx.eval_shape(lambda: build(spec, rngs=nnx.Rngs(0), dtype=dtype))
     except (ValueError, TypeError) as error:
@@ -125,4 +127,4 @@ def build_abstract(spec, dtype=None):
             node.set_value(jax.random.key(0))
         elif isinstance(node, nnx.RngCount):
             node.set_value(jnp.zeros((), jnp.uint32))
-    return model
+    return fixed_tables.fill_computed(model)  # what the model computes; a file may hold its own

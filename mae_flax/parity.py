@@ -95,7 +95,7 @@ def flax_outputs(model, images, noise, grads=False):
     # a copy of the model holding the gradients in its weights: the converter's table names them as torch does
     grad_holder = nnx.clone(model)
     nnx.update(grad_holder, model_grads)
-    constants = {key for row in torch_table(model) if row.param is None for key in row.keys}
+    constants = {key for row in torch_table(model) if not isinstance(row.param, nnx.Param) for key in row.keys}
     gradients = {key: value for key, value in to_torch_state_dict(grad_holder).items() if key not in constants}
     gradients['input'] = np.asarray(image_grads)
     return jax.device_get(out), gradients

@@ -1,18 +1,21 @@
 """Rows of a converter table: the torch state-dict key (or keys) of one Flax parameter and the two functions that
 move it between the layouts. A transpose, a conv kernel, a fused qkv split into three keys, a reshaped token or a
-fixed table the model computes itself are all rows, not cases in the engine.
+fixed table are all rows, not cases in the engine.
 """
 
+import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 from flax import nnx
 
+from mae_flax.fixed_tables import describe, is_computed
+
 
 class Row(NamedTuple):
     keys: tuple  # torch keys: one, or several whose arrays make one parameter
-    param: nnx.Param | None  # None: a constant the model computes (checked on load, written on export)
+    param: nnx.Variable | None  # a parameter or a FixedTable; None: a key written for layouts that need it
     to_flax: Callable  # (*torch arrays) -> the parameter's value; raises ValueError if they cannot be one
     to_torch: Callable  # the parameter's value -> tuple of torch arrays, one per key
 
@@ -68,16 +71,18 @@ def fused_linear(keys, module):
     return rows
 
 
-def constant(key, value, name):
-    """A table the model computes (fixed sin-cos position embeddings): a file's copy must agree with it within
-    float32 rounding (1e-5), or be of another grid size (recomputed, with a warning); export writes the model's."""
+def fixed(key, table, computed, name):
+    """A FixedTable (mae_flax.fixed_tables): loaded from the file and written back as the model holds it. A file's
+    table that is not the `computed` one is kept (the model computes with it, as the program that wrote the file
+    does), with one warning saying how far it is from the computed one."""
 
-    def check(array):
-        if array.shape == value.shape and not np.allclose(array, value, rtol=0, atol=1e-5):
-            raise ValueError(
-                f'{key!r} is not the fixed {name} this model computes (max difference '
-                f'{np.abs(array - value).max():.2e}); this family never trains it'
+    def load(array):
+        if array.shape == computed.shape and not is_computed(array, computed):
+            warnings.warn(
+                f"{key!r} is not the {name} ({describe(array, computed)}): the model computes with the file's "
+                'table, as transformers does; it stays fixed and is written back with the model',
+                stacklevel=2,
             )
-        return value
+        return array
 
-    return Row((key,), None, check, lambda _: (np.array(value),))
+    return Row((key,), table, load, lambda value: (value,))

@@ -166,7 +166,7 @@ class LayerView:
         return value
 
 
-def assign(pairs):
+def set_values(pairs):
     """Sets each (parameter, value) pair, where a parameter is an nnx.Variable or a Slice: the slices of one stacked
     parameter are written in one update (every slice of it must be given)."""
     stacks = {}
@@ -185,12 +185,12 @@ def assign(pairs):
         )
 
 
-def per_layer(model):
-    """{dotted path: nnx.Param or Slice} of every parameter, scanned blocks named per block as unscanned ones
-    (`blocks.3.attn.qkv.kernel`): the keys of a Flax file, whichever way the model runs."""
+def per_layer(model, kinds=(nnx.Param,)):
+    """{dotted path: nnx.Param or Slice} of every parameter (or Variable of `kinds`), scanned blocks named per block
+    as unscanned ones (`blocks.3.attn.qkv.kernel`): the keys of a Flax file, whichever way the model runs."""
     params = {}
     for path, node in nnx.iter_graph(model):
-        if not isinstance(node, nnx.Param):
+        if not isinstance(node, kinds):
             continue
         path = tuple(map(str, path))
         if STACKED in path:

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from benchmarks import tpu_aot, train_step
+from benchmarks import hlo, tpu_aot, train_step
 from benchmarks.presets import PRESETS, Preset, forward_flops_per_image, mae_spec, train_flops_per_image
 
 TEST = PRESETS['test']
@@ -113,7 +113,7 @@ def test_tpu_aot_records_the_compilers_report_of_the_real_step(tmp_path):
     assert row['compile_cpu_s'] > 0 and row['hlo_instructions'] >= row['hlo_unfused_instructions'] > 0
     memory = row['memory_per_chip']
     assert memory['peak'] == memory['argument'] + memory['output'] + memory['temp'] - memory['alias'] > 0
-    assert set(row['collectives']) == set(row['minimum_collective_bytes']) == set(tpu_aot.COLLECTIVES)
+    assert set(row['collectives']) == set(row['minimum_collective_bytes']) == set(hlo.COLLECTIVES)
     assert row['counts']['dot'] >= row['counts']['f32_dot'] >= 0 and row['counts']['dot'] > 0
     # the gradients are all-reduced once; XLA leaves out those it knows are zero (the encoder's cls token, which
     # the MAE never uses, 0.2% of this model's parameters), hence not quite the minimum

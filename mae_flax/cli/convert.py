@@ -95,7 +95,7 @@ def convert(argv, prog=PROG):
     loaded = read_model(input_path, given_flags(args), step=args.step)
     layout = output_layout(output, args.to, loaded.layout)
     write_model(loaded, output, layout, encoder_only=args.encoder_only)
-    print(summary(loaded, output, layout, args.encoder_only))
+    print(summary(loaded, output, layout, args.encoder_only or loaded.encoder_only))
     return 0
 
 

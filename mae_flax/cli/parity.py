@@ -99,6 +99,7 @@ def main(argv=None):
         raise UsageError(f'--batch must be at least 1, got {args.batch}')
     torch_device, jax_device = devices(args.device)
     loaded = read_model(args.checkpoint, given_flags(args), step=args.step)
+    loaded.needs_decoder('mae-parity (it compares the MAE loss and its stages)')
     if loaded.spec.mae is None:
         raise UsageError(f'{args.checkpoint} is an encoder without an MAE decoder; mae-parity compares MAE checkpoints')
     images = input_images(args, loaded.spec, args.batch)

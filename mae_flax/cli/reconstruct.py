@@ -73,6 +73,7 @@ def main(argv=None):
     if args.scale < 1:
         raise UsageError(f'--scale must be at least 1, got {args.scale}')
     loaded = read_model(args.checkpoint, given_flags(args), step=args.step)
+    loaded.needs_decoder('mae-reconstruct')
     spec = loaded.spec
     if spec.mae is None:
         raise UsageError(f'{args.checkpoint} is an encoder without an MAE decoder: it cannot reconstruct')

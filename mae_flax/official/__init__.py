@@ -67,6 +67,11 @@ def default_pool(spec, mode):
 FRESH = ('head.', 'fc_norm.')
 
 
+def depth(classifier):
+    """The number of blocks of a classifier of this family (the layers of layer-wise lr decay)."""
+    return len(classifier.blocks)
+
+
 def layer_id(names, depth):
     """facebookresearch/mae's layer-wise lr decay layers (util/lr_decay.py): the embeddings 0, block i i + 1,
     everything after the blocks (norm, fc_norm, head) depth + 1; `names` is a parameter's per-block path."""

@@ -38,11 +38,12 @@ def given_from_config(config, image_processor, source):
     return {field: (value, f'from {source}') for field, value in values.items()}
 
 
-def config_from_spec(spec):
-    """(config.json, preprocessor_config.json) contents for ViTMAEForPreTraining.from_pretrained."""
+def config_from_spec(spec, encoder_only=False):
+    """(config.json, preprocessor_config.json) contents for ViTMAEForPreTraining.from_pretrained (ViTMAEModel's for
+    an encoder alone: the decoder's fields say what an MAE built on it would have)."""
     encoder, mae = spec.encoder, spec.mae
     config = dict(
-        architectures=['ViTMAEForPreTraining'],
+        architectures=['ViTMAEModel' if encoder_only else 'ViTMAEForPreTraining'],
         model_type=HF_MODEL_TYPE,
         image_size=encoder['img_size'],
         patch_size=encoder['patch_size'],

@@ -3,8 +3,8 @@ images (N, H, W, C).
 
 The patch projection, a p x p convolution with stride p upstream, is the same function as a Linear on the
 (p, q, c)-flattened patches, which is what runs here (one matmul). The fixed sin-cos position embeddings are
-numpy constants (mae_core.official), not parameters: outside the optimizer and weight decay, as upstream's
-requires_grad=False. Numerics as torch: exact GELU, LayerNorm eps `layer_norm_eps` with the two-pass variance.
+FixedTables (mae_flax.fixed_tables), not parameters: outside the optimizer and weight decay, as upstream's
+requires_grad=False; computed in float64 (mae_core.official), or a checkpoint's own (transformers' zeros). Numerics as torch: exact GELU, LayerNorm eps `layer_norm_eps` with the two-pass variance.
 """
 
 import jax
@@ -15,6 +15,7 @@ from flax import nnx
 from mae_core.contract import MAEOutput
 from mae_core.fields import pair
 from mae_core.official import FACTORIES, MASKING, sincos_pos_embed
+from mae_flax.fixed_tables import FixedTable
 from mae_flax.layers import DropPath, gelu, torch_layer_norm, xavier_linear
 from mae_flax.masking import check_noise, permute_tokens, random_masking
 from mae_flax.patches import check_image, patchify, unpatchify
@@ -156,15 +157,17 @@ class MaskedAutoencoderViT(nnx.Module):
         self.decoder_pred = xavier_linear(decoder_embed_dim, patch[0] * patch[1] * in_chans, dtype=dtype, rngs=rngs)
         # the masking noise when none is passed: the 'noise' stream, or 'default'
         self.noise_rng = rngs.noise.fork()
+        # the fixed sin-cos tables: not parameters; a checkpoint holding other tables replaces them (fixed_tables)
+        for name, table in self.computed_tables().items():
+            setattr(self, name, FixedTable(jnp.asarray(table)))
 
-    @property
-    def pos_embed(self):
-        """(1, 1 + L, D) float32: the fixed sin-cos table, a constant of the compiled program."""
-        return sincos_pos_embed(self.embed_dim, self.patch_embed.grid_size)
-
-    @property
-    def decoder_pos_embed(self):
-        return sincos_pos_embed(self.decoder_embed_dim, self.patch_embed.grid_size)
+    def computed_tables(self):
+        """The fixed tables this model computes: (1, 1 + L, D) float32 sin-cos position embeddings."""
+        grid = self.patch_embed.grid_size
+        return dict(
+            pos_embed=sincos_pos_embed(self.embed_dim, grid),
+            decoder_pos_embed=sincos_pos_embed(self.decoder_embed_dim, grid),
+        )
 
     def patchify(self, imgs):
         return patchify(imgs, self.patch_embed.patch_size)
@@ -189,7 +192,7 @@ class MaskedAutoencoderViT(nnx.Module):
         target = self.patchify(imgs)  # (N, L, p*q*C)
         tokens = self.patch_embed(target)  # (N, L, D)
         patch_embedding = tokens
-        pos_embed = jnp.asarray(self.pos_embed, dtype)
+        pos_embed = self.pos_embed[...].astype(dtype)
         tokens = tokens + pos_embed[:, 1:, :]
 
         # the smallest noise is kept
@@ -217,7 +220,7 @@ class MaskedAutoencoderViT(nnx.Module):
         )
         shuffled = jnp.concatenate((decoder_tokens[:, 1:], mask_tokens), axis=1)  # (N, L, Dd) in noise order
         decoder_input = jnp.concatenate((decoder_tokens[:, :1], permute_tokens(shuffled, restore, order)), axis=1)
-        decoder_input = decoder_input + jnp.asarray(self.decoder_pos_embed, decoder_input.dtype)  # (N, 1 + L, Dd)
+        decoder_input = decoder_input + self.decoder_pos_embed[...].astype(decoder_input.dtype)  # (N, 1 + L, Dd)
         tokens = decoder_input
         tokens = run_layers(self.decoder_blocks, tokens, remat=self.remat)
         decoded_tokens = self.decoder_norm(tokens)

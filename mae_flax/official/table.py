@@ -11,7 +11,8 @@ A `_model` suffix is HuggingFace's ViTMAEModel (the encoder alone, no `vit.` pre
 
 Rows that are not a copy or a transpose: the patch projection, a (D, C, p, q) convolution in torch and a Linear on
 (p, q, c)-flattened patches here; HuggingFace's separate query, key and value, fused here as upstream's qkv; and the
-fixed sin-cos tables, which the model computes (checked on load, recomputed for another grid size, written on export).
+fixed sin-cos tables (FixedTables: a file's own table is kept when it is not the sin-cos one, with a warning;
+recomputed, or resampled if it is a file's own, for another grid size; written on export).
 """
 
 import math
@@ -19,10 +20,12 @@ import warnings
 
 import numpy as np
 
+from mae_core.official import sincos_pos_embed
 from mae_core.resample import resample_grid
+from mae_flax.fixed_tables import is_computed
 from mae_flax.official.mae import MaskedAutoencoderViT
 from mae_flax.official.vit import VisionTransformer
-from mae_flax.rows import constant, fused_linear, layer_norm, linear, one
+from mae_flax.rows import fixed, fused_linear, layer_norm, linear, one
 
 # per layout: how a block names its parts, and where the encoder's and decoder's blocks live
 _HF_BLOCK = {
@@ -118,10 +121,14 @@ def table(model, layout='mae', encoder_only=False):
     to_flax, to_torch = _conv_to_linear(model.patch_embed.patch_size, model.in_chans)
     patch_embed = model.patch_embed.proj
     encoder_only = encoder_only or model_only
-    tokens = [one(names['cls'], model.cls_token), constant(names['pos'], model.pos_embed, 'sin-cos position embedding')]
+    computed = model.computed_tables()
+    tokens = [
+        one(names['cls'], model.cls_token),
+        fixed(names['pos'], model.pos_embed, computed['pos_embed'], 'sin-cos position embedding'),
+    ]
     decoder_tokens = [
         one(names['mask'], model.mask_token),
-        constant(names['dec_pos'], model.decoder_pos_embed, 'sin-cos position embedding'),
+        fixed(names['dec_pos'], model.decoder_pos_embed, computed['decoder_pos_embed'], 'sin-cos position embedding'),
     ]
     # torch's state_dict order: upstream registers its tokens before its modules, HuggingFace within its modules
     rows = tokens + ([] if encoder_only or layout != 'mae' else decoder_tokens)
@@ -147,31 +154,40 @@ def is_mae(model):
 
 
 def upgrade(arrays, model):
-    """Position tables of another grid size (a 224px checkpoint in a 448px model) are recomputed, not loaded; a
-    classifier's, a parameter, is resampled bicubically (facebookresearch/mae's interpolate_pos_embed)."""
+    """Position tables of another grid size (a 224px checkpoint in a 448px model): a sin-cos table is recomputed
+    for the model's grid; a file's own table (not sin-cos) and a classifier's parameter are resampled bicubically
+    (facebookresearch/mae's interpolate_pos_embed). Each says so in a warning."""
     if isinstance(model, VisionTransformer):
-        _resample_positions(arrays, model)
+        _resample_positions(arrays, model, 'pos_embed')
         return
-    for key, value in arrays.items():
-        if key.endswith(('pos_embed', 'position_embeddings')) and value.shape[-2] != model.num_patches + 1:
+    computed = model.computed_tables()
+    for key, value in list(arrays.items()):
+        if not key.endswith(('pos_embed', 'position_embeddings')) or value.shape[-2] == model.num_patches + 1:
+            continue
+        name = 'decoder_pos_embed' if key.endswith('decoder_pos_embed') else 'pos_embed'
+        side = math.isqrt(value.shape[-2] - 1)
+        if side * side == value.shape[-2] - 1 and is_computed(value, sincos_pos_embed(value.shape[-1], (side, side))):
+            arrays[key] = computed[name]
             warnings.warn(
                 f'{key!r} is for {value.shape[-2] - 1} patches, the model has {model.num_patches}: its fixed '
                 'sin-cos position embeddings are computed for its own grid',
                 stacklevel=3,
             )
+        else:
+            _resample_positions(arrays, model, key, " (the file's own fixed table, not sin-cos)")
 
 
-def _resample_positions(arrays, model):
-    table, grid = arrays.get('pos_embed'), model.patch_embed.grid_size
+def _resample_positions(arrays, model, key, what=''):
+    table, grid = arrays.get(key), model.patch_embed.grid_size
     if table is None or table.ndim != 3 or table.shape[1] == model.num_patches + 1:
         return
     side = math.isqrt(table.shape[1] - 1)
     if side * side != table.shape[1] - 1:
         return  # not a square grid: the shape check reports it
     patches = resample_grid(np.asarray(table[0, 1:]).reshape(side, side, -1), grid).reshape(1, -1, table.shape[-1])
-    arrays['pos_embed'] = np.concatenate([np.asarray(table[:, :1]), patches], axis=1)
+    arrays[key] = np.concatenate([np.asarray(table[:, :1]), patches], axis=1)
     warnings.warn(
-        f"'pos_embed' holds a {side}x{side} grid of positions, the model has {grid[0]}x{grid[1]}: resampled "
+        f'{key!r}{what} holds a {side}x{side} grid of positions, the model has {grid[0]}x{grid[1]}: resampled '
         'bicubically',
         stacklevel=4,
     )

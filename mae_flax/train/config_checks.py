@@ -3,6 +3,8 @@ UsageError naming the field, what came and what is allowed."""
 
 import math
 
+import ml_collections
+
 from mae_core import fields
 from mae_core.errors import UsageError
 from mae_core.spec import ModelSpec
@@ -166,3 +168,9 @@ def check_model(config):
     except UsageError as error:
         raise UsageError(f'config.model: {error}') from error
     return spec
+
+
+def filled(config, spec):
+    """The config with config.model as the checked spec writes it (every default filled in): what a run records in
+    its config.json and builds from."""
+    return ml_collections.ConfigDict(config.to_dict() | {'model': spec.to_dict()})

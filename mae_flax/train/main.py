@@ -24,7 +24,7 @@ try:
 
     import mae_flax.configs
     from mae_flax.configs import mae as mae_configs
-    from mae_flax.train import state_checkpoints, trainer
+    from mae_flax.train import pretrain, state_checkpoints
 except ImportError as missing:  # a model-library install: say what to install, not where it failed
     raise SystemExit(f'mae-train needs the training extra: pip install "twin-mae[train]" ({missing})') from missing
 from mae_core.errors import UsageError
@@ -53,7 +53,7 @@ COMMAND = Command(
     __doc__,
     DEFAULT_CONFIG,
     mae_configs.VARIANTS,
-    lambda config, workdir, init_from: trainer.train(config, workdir, init_from=init_from),
+    lambda config, workdir, init_from: pretrain.train(config, workdir, init_from=init_from),
     'Start from torch weights: a .pt/.pth/.safetensors file or a HuggingFace folder',
     (
         'mae-train --workdir=runs/b16 --config=mae_flax/configs/mae.py:vit_b16 --config.batch_size=1024',

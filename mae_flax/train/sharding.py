@@ -12,6 +12,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -114,3 +115,12 @@ def _gather_backward(sharded, whole, _, gradient):
 
 
 _gather.defvjp(_gather_forward, _gather_backward)
+
+
+def gather_to_one_device(tree):
+    """Every process's view of a tree of global arrays, fully replicated (sharded parameters gathered). One process
+    copies to one device: process_allgather would compile a small program per parameter shape, at every export (over
+    a minute of the test suite's CPU time, measured)."""
+    if jax.process_count() == 1:
+        return jax.tree.map(lambda x: jax.device_put(x, jax.devices()[0]), tree)
+    return multihost_utils.process_allgather(tree, tiled=True)

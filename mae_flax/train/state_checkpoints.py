@@ -154,3 +154,32 @@ class Preemption:
     def close(self):
         for signum, previous in self.previous.items():
             signal.signal(signum, previous)
+
+
+def restore_params(directory, abstract_params, step=None):
+    """(params, step) of the given step's checkpoint, or the newest that restores: the parameters alone, read as a
+    part of the saved state (no optimizer state is read or built), on the default device. UsageError if there is
+    none, or none restores."""
+    manager = ocp.CheckpointManager(
+        directory,
+        options=ocp.CheckpointManagerOptions(create=False, read_only=True),
+        item_handlers={'state': ocp.PyTreeCheckpointHandler()},
+    )
+    steps = sorted(manager.all_steps(), reverse=True)
+    if not steps:
+        raise UsageError(f'no checkpoint in {directory}: the run has not saved one yet')
+    if step is not None and step not in steps:
+        raise UsageError(f'{directory} has no checkpoint at step {step}: it has {sorted(steps)}')
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = {'params': abstract_params}
+    restore_args = jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=device), abstract)
+    args = ocp.args.Composite(state=ocp.args.PyTreeRestore(abstract, restore_args=restore_args, partial_restore=True))
+    reasons = []
+    for candidate in [step] if step is not None else steps:
+        try:
+            return manager.restore(candidate, args=args)['state']['params'], candidate
+        except Exception as error:  # noqa: BLE001  (each kind of damage raises its own kind of error)
+            reason = ' '.join(f'{type(error).__name__}: {error}'.split())[:200]
+            reasons.append(f'step {candidate}: {reason}')
+            warnings.warn(f'skipping damaged checkpoint {as_path(directory) / str(candidate)} ({reason})', stacklevel=2)
+    raise UsageError(f'no checkpoint in {directory} restores ({"; ".join(reasons)})')

@@ -50,6 +50,11 @@ def default_pool(spec, mode):
     return POOLS[0]
 
 
+def depth(classifier):
+    """The number of blocks of a classifier of this family (the layers of layer-wise lr decay)."""
+    return len(classifier.blocks)
+
+
 def layer_id(names, depth):
     """MCG-NJU's layer-wise lr decay layers (optim_factory.get_layer_id_for_vit): the tubelet embedding 0, block i
     i + 1, everything after the blocks (norm, fc_norm, head) depth + 1; `names` is a parameter's per-block path."""
@@ -91,6 +96,7 @@ __all__ = [
     'build_torch',
     'decays',
     'default_pool',
+    'depth',
     'encoder_spec',
     'facts',
     'hf',

@@ -53,6 +53,11 @@ def default_pool(spec, mode):
 FRESH = ('mlp_head.',)
 
 
+def depth(classifier):
+    """The number of blocks of a classifier of this family (the layers of layer-wise lr decay)."""
+    return len(classifier.transformer.layers)
+
+
 def layer_id(names, depth):
     """Layer-wise lr decay layers as facebookresearch/mae's: the embeddings (patch embedding, cls token, positions)
     0, block i i + 1, the final LayerNorm and the head depth + 1."""

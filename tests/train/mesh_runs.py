@@ -13,7 +13,7 @@ from absl import logging
 
 from mae_flax.configs import classify as classify_configs
 from mae_flax.configs import mae
-from mae_flax.train import classify, optim, sharding, trainer
+from mae_flax.train import classify, model_state, optim, pretrain, sharding, steps
 from tests.train.conftest import losses
 
 logging.set_verbosity(logging.WARNING)
@@ -23,7 +23,7 @@ for data, fsdp in ((8, 1), (4, 2)):
     config = mae.get_config('smoke')
     config.mesh.update(data=data, fsdp=fsdp, fsdp_min_size=0)  # the smoke model's tensors are all small
     config.num_eval_images = 0  # the losses are the point: skip compiling the eval step
-    trainer.train(config, out / f'{data}x{fsdp}')
+    pretrain.train(config, out / f'{data}x{fsdp}')
     results[f'{data}x{fsdp}'] = losses(out / f'{data}x{fsdp}')
 
 for variant in ('smoke', 'smoke_linprobe'):
@@ -34,8 +34,8 @@ for variant in ('smoke', 'smoke_linprobe'):
     results[variant] = losses(out / variant)
 
 tx, _ = optim.make_optimizer(config)
-abstract_state = jax.eval_shape(functools.partial(trainer.init_state, config, tx))
-shardings = sharding.state_shardings(abstract_state, sharding.make_mesh(4, 2), trainer.fsdp_min_size(config))
+abstract_state = jax.eval_shape(functools.partial(steps.init_state, config, tx))
+shardings = sharding.state_shardings(abstract_state, sharding.make_mesh(4, 2), model_state.fsdp_min_size(config))
 sizes = [
     (math.prod(x.shape), 'fsdp' in s.spec)
     for x, s in zip(jax.tree.leaves(abstract_state['params']), jax.tree.leaves(shardings['params']), strict=True)

@@ -20,7 +20,13 @@ from mae_flax import families, model_files
 from mae_flax.configs import classify as classify_configs
 from mae_flax.convert import load_torch_state_dict, to_torch_state_dict
 from mae_flax.parity import scaled_error, strict_float32
-from mae_flax.train import classify, labeled, state_checkpoints, trainer
+from mae_flax.train import classify, optim, state_checkpoints
+from mae_flax.train.classify import export
+from mae_flax.train.classify import steps as classify_steps
+from mae_flax.train.classify.mixup import mix
+from mae_flax.train.classify.task import load_encoder
+from mae_flax.train.data import labeled
+from mae_flax.train.workdir import load_config
 from parity_tests.oracles import vit_pytorch
 from tests.train.conftest import REPO, environment
 
@@ -108,7 +114,7 @@ def test_layer_decay_gives_each_parameter_its_layer_s_rate(scan_layers):
         model = nnx.eval_shape(lambda build=build: build(rngs=nnx.Rngs(0)))
         params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
         params = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), params)
-        scales = per_block(classify.lr_scales(params, family, classify.depth_of(model), decay))
+        scales = per_block(optim.lr_scales(params, family, family.depth(model), decay))
         shapes = per_block(params)
         assert set(scales) == set(shapes)  # every parameter has one
         for name, rate in expected[spec.family].items():
@@ -127,12 +133,12 @@ def test_layer_decay_scales_the_adamw_update():
     shapes = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     params = jax.tree.map(lambda leaf: np.linspace(-1, 1, leaf.size, dtype=np.float32).reshape(leaf.shape), shapes)
     grads = jax.tree.map(lambda p: np.full_like(p, 0.3), params)
-    with_decay, _ = classify.make_optimizer(config, params, family, 2)
+    with_decay, _ = optim.make_classifier_optimizer(config, params, family, 2)
     config.optim.layer_decay = 1.0
-    without, _ = classify.make_optimizer(config, params, family, 2)
+    without, _ = optim.make_classifier_optimizer(config, params, family, 2)
     step = per_block(jax.jit(with_decay.update)(grads, with_decay.init(params), params)[0])
     plain = per_block(jax.jit(without.update)(grads, without.init(params), params)[0])
-    scales = per_block(classify.lr_scales(params, family, 2, 0.5))
+    scales = per_block(optim.lr_scales(params, family, 2, 0.5))
     for name in step:
         np.testing.assert_allclose(step[name], plain[name] * scales[name], rtol=1e-6, err_msg=name)
 
@@ -160,7 +166,7 @@ def finetune_runs(tmp_path_factory):
 def restored_state(workdir):
     import orbax.checkpoint as ocp
 
-    manager = state_checkpoints.make_manager(workdir / 'checkpoints', trainer.load_config(workdir).checkpoint)
+    manager = state_checkpoints.make_manager(workdir / 'checkpoints', load_config(workdir).checkpoint)
     args = ocp.args.Composite(state=ocp.args.StandardRestore())
     return manager.restore(manager.latest_step(), args=args)['state']
 
@@ -208,7 +214,7 @@ def test_the_linear_probe_never_changes_the_encoder(probe_run, tmp_path):
     task = classify.Classification(config, tmp_path / 'fresh')
     task.data(0, 1)
     # jitted as the run's: XLA may fuse an initialiser's scaling differently from eager execution
-    initial = jax.jit(lambda: classify.init_state(task.config, task.spec, task.num_classes, optax_identity()))()
+    initial = jax.jit(lambda: classify_steps.init_state(task.config, task.spec, task.num_classes, optax_identity()))()
     before, after = per_block(initial['params']), per_block(final['params'])
     changed = {name for name in before if not np.array_equal(before[name], after[name])}
     assert changed == {'head.kernel', 'head.bias'}
@@ -265,7 +271,7 @@ def test_the_exported_torch_classifier_gives_the_same_logits(spec, pool, head_no
     model = random_classifier(spec, pool, head_norm, scan_layers)
     images = np.random.default_rng(0).standard_normal((4, 8, 8, 1)).astype(np.float32)
     twin = families.get(spec.family).build_classifier_torch(spec, num_classes=5, pool=pool)
-    state_dict = {key: torch.from_numpy(value) for key, value in classify.torch_state_dict(model).items()}
+    state_dict = {key: torch.from_numpy(value) for key, value in export.torch_state_dict(model).items()}
     twin.load_state_dict(state_dict, strict=True)
     with strict_float32(), torch.no_grad():
         expected = twin.eval()(torch.from_numpy(images).permute(0, 3, 1, 2)).numpy()
@@ -280,7 +286,7 @@ def test_vit_pytorch_itself_loads_the_export_and_agrees():
     keywords = {key: value for key, value in VIT_PYTORCH.encoder.items() if key != 'layer_norm_eps'}
     reference = lucidrains.vit.ViT(**(keywords | {'num_classes': 5}))
     reference.load_state_dict(
-        {key: torch.from_numpy(value) for key, value in classify.torch_state_dict(model).items()}, strict=True
+        {key: torch.from_numpy(value) for key, value in export.torch_state_dict(model).items()}, strict=True
     )
     images = np.random.default_rng(1).standard_normal((3, 8, 8, 1)).astype(np.float32)
     with strict_float32(), torch.no_grad():
@@ -314,7 +320,7 @@ def test_a_published_encoder_file_without_head_counts_takes_them_from_the_config
     task = classify.Classification(config, tmp_path / 'run', init_from=tmp_path / 'mae_pretrain_vit_tiny.pth')
     assert task.spec.encoder == OFFICIAL.encoder
     classifier = families.get('official').build_classifier(task.spec, num_classes=3, pool='token', rngs=nnx.Rngs(1))
-    classify.load_encoder(classifier, task.arrays, 'the file')
+    load_encoder(classifier, task.arrays, 'the file')
     np.testing.assert_array_equal(classifier.blocks[1].attn.qkv.kernel[...], mae.blocks[1].attn.qkv.kernel[...])
     np.testing.assert_array_equal(classifier.norm.scale[...], mae.norm.scale[...])
 
@@ -338,7 +344,7 @@ def test_fine_tuning_at_twice_the_resolution_resamples_the_positions(spec, tmp_p
     pool = 'avg' if spec.family == 'official' else 'cls'
     classifier = family.build_classifier(task.spec, num_classes=3, pool=pool, rngs=nnx.Rngs(1))
     with pytest.warns(UserWarning, match='4x4 grid of positions, the model has 8x8: resampled bicubically'):
-        classify.load_encoder(classifier, task.arrays, 'the file')
+        load_encoder(classifier, task.arrays, 'the file')
     if spec.family == 'official':
         table, loaded = arrays['pos_embed'][0], np.asarray(classifier.pos_embed[...])[0]
     else:
@@ -360,7 +366,7 @@ def test_mixup_and_cutmix_mix_images_and_targets_alike():
     for mode in ({'mixup_alpha': 1.0, 'cutmix_alpha': 0.0}, {'mixup_alpha': 0.0, 'cutmix_alpha': 1.0}):
         config.update(mode)
         for seed in range(4):
-            mixed, mixed_targets = classify.mix(jax.random.key(seed), images, targets, config)
+            mixed, mixed_targets = mix(jax.random.key(seed), images, targets, config)
             lam = float(mixed_targets[0, 0])
             assert np.allclose(mixed_targets.sum(-1), 1) and np.isclose(float(mixed_targets[0, 3]), 1 - lam)
             # image 0 mixed with image 3 (the reverse): its mean is 3 * (1 - lam) in both modes

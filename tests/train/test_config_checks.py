@@ -11,7 +11,7 @@ from etils import epath
 from mae_core.errors import UsageError
 from mae_flax.configs import classify as classify_configs
 from mae_flax.configs import mae
-from mae_flax.train import classify, main, trainer
+from mae_flax.train import classify, main, pretrain
 from tests.train.conftest import REPO, SMOKE, train
 
 
@@ -39,7 +39,7 @@ def test_a_bad_field_is_named_and_nothing_is_created(tmp_path, field, value, mes
     node[name] = value
     config.grad_accum_steps = 4 if field == 'batch_size' else 1
     with pytest.raises(UsageError, match=message):
-        trainer.train(config, tmp_path / 'run')
+        pretrain.train(config, tmp_path / 'run')
     assert not (tmp_path / 'run').exists()
 
 
@@ -49,7 +49,7 @@ def test_a_gs_workdir_without_gcsfs_says_which_extra_to_install(monkeypatch):
         monkeypatch.delitem(sys.modules['fsspec.registry']._registry, protocol, raising=False)
     epath.backend.fsspec_backend._get_filesystem.cache_clear()  # nor etils.epath its filesystem (test_remote's)
     with pytest.raises(UsageError, match=r"gs://bucket/run: .*gcsfs.*pip install 'twin-mae\[gcs\]'"):
-        trainer.train(mae.get_config('smoke'), 'gs://bucket/run')
+        pretrain.train(mae.get_config('smoke'), 'gs://bucket/run')
 
 
 def test_mae_finetune_refuses_a_gs_workdir_in_one_line():
@@ -61,7 +61,7 @@ def test_mae_finetune_refuses_a_gs_workdir_in_one_line():
 def test_a_workdir_that_is_a_file_is_refused(tmp_path):
     (tmp_path / 'run').write_text('not a folder')
     with pytest.raises(UsageError, match='is a file, not a folder'):
-        trainer.train(mae.get_config('smoke'), tmp_path / 'run')
+        pretrain.train(mae.get_config('smoke'), tmp_path / 'run')
 
 
 def test_the_command_says_one_line_and_takes_dashed_flags(tmp_path):
@@ -81,7 +81,7 @@ def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise ValueError('an internal shape mismatch')
 
-    monkeypatch.setattr(trainer, 'train', broken)
+    monkeypatch.setattr(pretrain, 'train', broken)
     main.define_flags()
     flags.FLAGS(['mae-train', f'--workdir={tmp_path}'])
     try:

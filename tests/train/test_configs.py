@@ -7,13 +7,13 @@ import jax
 import pytest
 
 from mae_flax.configs import mae
-from mae_flax.train import optim, trainer
+from mae_flax.train import model_state, optim, steps
 
 
 def parameter_counts(variant):
     config = mae.get_config(variant)
     tx, _ = optim.make_optimizer(config)
-    params = jax.eval_shape(functools.partial(trainer.init_state, config, tx))['params']
+    params = jax.eval_shape(functools.partial(steps.init_state, config, tx))['params']
     count = lambda tree: sum(math.prod(x.shape) for x in jax.tree.leaves(tree))  # noqa: E731
     return config, count(params.get('encoder', {})), count(params)
 
@@ -42,7 +42,7 @@ def test_unknown_variant_is_an_error():
 def test_official_variants_are_facebookresearch_s_factories(variant, state_dict_values):
     # upstream's state dicts hold the fixed sin-cos tables too: (1 + L) rows of the encoder's and the decoder's width
     config, _, params = parameter_counts(variant)
-    spec = trainer.model_spec(config)
+    spec = model_state.model_spec(config)
     fixed = (1 + spec.num_patches) * (spec.encoder['embed_dim'] + spec.mae['decoder_embed_dim'])
     assert params + fixed == state_dict_values
     assert spec.encoder['layer_norm_eps'] == 1e-6 and spec.mae['norm_pix_loss'] and config.dtype == 'bfloat16'

@@ -10,7 +10,7 @@ from PIL import Image
 
 from mae_core.errors import UsageError
 from mae_flax.configs import mae
-from mae_flax.train import data, optim, sharding, trainer
+from mae_flax.train import data, model_state, optim, pretrain, sharding
 
 DATA = mae.get_config('smoke').data
 
@@ -64,7 +64,7 @@ def test_empty_folder_is_a_clear_error_before_compiling(tmp_path):
     config = mae.get_config('smoke')
     config.data.source = str(tmp_path)
     with pytest.raises(ValueError, match='no images in'):
-        trainer.train(config, tmp_path / 'workdir')
+        pretrain.train(config, tmp_path / 'workdir')
     assert not (tmp_path / 'workdir' / 'checkpoints').exists()
 
 
@@ -89,7 +89,7 @@ def test_weight_decay_only_on_linear_kernels():
 
     from mae_flax import families
 
-    model = nnx.eval_shape(lambda: trainer.build_model(mae.get_config('smoke'), nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: model_state.build_model(mae.get_config('smoke'), nnx.Rngs(0)))
     mask = optim.weight_decay_mask(nnx.to_pure_dict(nnx.state(model, nnx.Param)), families.of(model).decays)
     flat = {jax.tree_util.keystr(path): decays for path, decays in jax.tree_util.tree_leaves_with_path(mask)}
     no_decay = {key for key, decays in flat.items() if not decays}

@@ -13,7 +13,7 @@ import pytest
 
 from mae_flax.cli import convert
 from mae_flax.convert import to_torch_state_dict
-from mae_flax.train import trainer
+from mae_flax.train.workdir import restore_model
 from tests.train.conftest import REPO, SMOKE, environment, finish, losses, start, train
 
 SIGNAL_AT = str(REPO / 'tests/train/signal_at.py')
@@ -134,8 +134,8 @@ def test_killed_at_twenty_random_points_the_run_ends_bitwise_as_an_uninterrupted
     finished = train(flags)
     assert 'done: step 12' in finished.stdout or 'nothing to do' in finished.stdout
     assert losses(tmp_path) == losses(smoke_run[0])
-    reference, _, _ = trainer.restore_model(smoke_run[0])
-    resumed, step, _ = trainer.restore_model(tmp_path)
+    reference, _, _ = restore_model(smoke_run[0])
+    resumed, step, _ = restore_model(tmp_path)
     assert step == 12
     expected, actual = to_torch_state_dict(reference), to_torch_state_dict(resumed)
     for key, value in expected.items():

@@ -9,7 +9,8 @@ import torch
 
 import mae_torch
 from mae_flax.cli import convert
-from mae_flax.train import trainer
+from mae_flax.train import model_state
+from mae_flax.train.workdir import restore_model
 from parity_tests.oracles import transformers
 from tests.train.conftest import REPO, train
 
@@ -32,8 +33,8 @@ def test_it_trains_and_exports_to_facebookresearch_s_layout(official_run, tmp_pa
     assert convert.main([str(official_run), str(tmp_path / 'mae.pth')]) == 0
     state_dict = torch.load(tmp_path / 'mae.pth', weights_only=True)
     assert 'blocks.0.attn.qkv.weight' in state_dict and 'decoder_pred.weight' in state_dict
-    model, _, config = trainer.restore_model(official_run)
-    twin = mae_torch.build(trainer.model_spec(config))
+    model, _, config = restore_model(official_run)
+    twin = mae_torch.build(model_state.model_spec(config))
     twin.load_state_dict(state_dict, strict=True)
     images = np.random.default_rng(0).standard_normal((2, 16, 16, 3)).astype(np.float32)
     noise = np.random.default_rng(1).random((2, 16), dtype=np.float32)
@@ -47,7 +48,7 @@ def test_its_hf_export_loads_in_transformers_with_the_same_loss(official_run, tm
     assert convert.main([str(official_run), str(tmp_path / 'hub'), '--to', 'hf']) == 0
     model, info = transformers().ViTMAEForPreTraining.from_pretrained(tmp_path / 'hub', output_loading_info=True)
     assert not any(info[name] for name in ('missing_keys', 'unexpected_keys', 'mismatched_keys')), info
-    flax_model, _, _ = trainer.restore_model(official_run)
+    flax_model, _, _ = restore_model(official_run)
     images = np.random.default_rng(0).standard_normal((2, 16, 16, 3)).astype(np.float32)
     noise = np.random.default_rng(1).random((2, 16), dtype=np.float32)
     with torch.no_grad():

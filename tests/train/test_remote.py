@@ -28,7 +28,7 @@ from safetensors.numpy import load_file  # noqa: E402
 from mae_flax import model_files  # noqa: E402
 from mae_flax.cli import convert  # noqa: E402
 from mae_flax.configs import mae  # noqa: E402
-from mae_flax.train import trainer  # noqa: E402
+from mae_flax.train import pretrain  # noqa: E402
 from tests.train.conftest import free_port, losses  # noqa: E402
 
 BUCKET = 'runs'
@@ -95,7 +95,7 @@ def test_a_gs_workdir_trains_resumes_and_is_read_by_the_tools(
     run = epath.Path(workdir)
     config = mae.get_config('smoke')  # 12 steps, a checkpoint every 4, images at 0, 6 and 12
     config.compilation_cache = compilation_cache
-    first = trainer.train(config, workdir)
+    first = pretrain.train(config, workdir)
     assert first['step'] == 12
     assert sorted(int(p.name) for p in (run / 'checkpoints').iterdir() if p.name.isdigit()) == [4, 8, 12]
     assert any(p.name.startswith('ocdbt') for p in (run / 'checkpoints' / '12' / 'state').iterdir())
@@ -111,7 +111,7 @@ def test_a_gs_workdir_trains_resumes_and_is_read_by_the_tools(
 
     # as if stopped after the checkpoint of step 8: the same command resumes from the bucket
     (run / 'checkpoints' / '12').rmtree()
-    resumed = trainer.train(config, workdir)
+    resumed = pretrain.train(config, workdir)
     assert (resumed['step'], resumed['steps_run']) == (12, 4)
     again = [(r['step'], r['loss']) for r in records(run) if 'loss' in r][12:]  # appended, not overwritten
     assert [s for s, _ in again] == [9, 10, 11, 12]

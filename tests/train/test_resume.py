@@ -10,7 +10,9 @@ import pytest
 
 from mae_core.errors import UsageError
 from mae_flax.configs import mae
-from mae_flax.train import trainer
+from mae_flax.train import loop, pretrain
+from mae_flax.train.model_state import copy_to_host
+from mae_flax.train.workdir import restore_model
 from tests.train.conftest import REPO, SMOKE, losses, train
 
 SIGNAL_AT = str(REPO / 'tests/train/signal_at.py')
@@ -47,7 +49,7 @@ def test_half_written_checkpoint_is_never_restored(smoke_run, tmp_path):
     partial = workdir / 'checkpoints' / '16.orbax-checkpoint-tmp-1234'
     shutil.copytree(workdir / 'checkpoints' / '12', partial)
     shutil.rmtree(partial / 'data')
-    _, step, _ = trainer.restore_model(workdir)
+    _, step, _ = restore_model(workdir)
     assert step == 12
 
 
@@ -56,7 +58,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     config.optim.base_lr = 1e30  # the first update blows the parameters up; the next loss overflows
     config.checkpoint.every_steps = 1
     with pytest.raises(FloatingPointError, match=r'loss is (nan|inf) at step (\d+) \(first non-finite') as error:
-        trainer.train(config, tmp_path)
+        pretrain.train(config, tmp_path)
     bad_step = int(str(error.value).split(' at step ')[1].split(' ')[0])
     assert checkpoint_steps(tmp_path)[-1] == bad_step - 1
     assert all(math.isfinite(loss) for step, loss in losses(tmp_path).items() if step < bad_step)
@@ -66,10 +68,13 @@ def test_metrics_are_fetched_once_per_log_window_a_nan_stops_the_run_and_a_resta
     tmp_path, monkeypatch, caplog
 ):
     fetched = []  # the steps' count of each device -> host fetch of metrics
-    fetch_metrics = trainer.fetch_metrics
-    monkeypatch.setattr(
-        trainer, 'fetch_metrics', lambda metrics: fetched.append(len(metrics)) or fetch_metrics(metrics)
-    )
+
+    def counting(tree):
+        if isinstance(tree, list):  # the steps' metrics (the step counter is copied alone)
+            fetched.append(len(tree))
+        return copy_to_host(tree)
+
+    monkeypatch.setattr(loop, 'copy_to_host', counting)
     config = mae.get_config('smoke')
     config.update(total_steps=8, log_every=4, image_every=8, compilation_cache=str(tmp_path / 'cache'))
     config.checkpoint.every_steps = 8
@@ -77,14 +82,14 @@ def test_metrics_are_fetched_once_per_log_window_a_nan_stops_the_run_and_a_resta
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)  # the smoke step compiles in under 1 s
     try:
         with caplog.at_level(logging.INFO):
-            summary = trainer.train(config, tmp_path / 'finite')
+            summary = pretrain.train(config, tmp_path / 'finite')
             assert fetched == [4, 4]  # not once per step
             assert summary['step'] == 8 and math.isfinite(summary['last_loss'])
             assert 'cached in' in caplog.text and 'loaded the compiled step' not in caplog.text
 
             # the same run restarted (a new jit, as in a new process): its step comes from the cache
             caplog.clear()
-            trainer.train(config, tmp_path / 'restarted')
+            pretrain.train(config, tmp_path / 'restarted')
             cache = tmp_path / 'cache'
             assert f'loaded the compiled step from the persistent compilation cache {cache}' in caplog.text
     finally:
@@ -94,7 +99,7 @@ def test_metrics_are_fetched_once_per_log_window_a_nan_stops_the_run_and_a_resta
     fetched.clear()
     config.optim.base_lr = 1e30  # non-finite within the first window; seen at its end, step 4
     with pytest.raises(FloatingPointError, match=r'loss is (nan|inf) at step [23] \(first non-finite of steps 1-4'):
-        trainer.train(config, tmp_path / 'diverges')
+        pretrain.train(config, tmp_path / 'diverges')
     assert fetched == [4]
     assert not checkpoint_steps(tmp_path / 'diverges')
 
@@ -107,4 +112,4 @@ def test_a_run_resumes_only_with_the_layout_it_was_started_with(smoke_run, tmp_p
     with pytest.raises(
         UsageError, match=r'was trained with scan_layers=True: resume it with --config.scan_layers=True'
     ):
-        trainer.train(config, workdir)
+        pretrain.train(config, workdir)

@@ -3,7 +3,7 @@
 import numpy as np
 
 from mae_flax.configs import mae
-from mae_flax.train import trainer
+from mae_flax.train import pretrain
 from tests.train.conftest import SMOKE, finish, free_port, losses, start
 
 # the same math in a different order: XLA splits the batch mean and the gradient sums across devices, so float32
@@ -44,6 +44,6 @@ def test_gradient_accumulation_over_2_micro_batches_matches_one_batch(smoke_run,
     config = mae.get_config('smoke')
     config.grad_accum_steps = 2
     config.mesh.update(data=1, fsdp=1)
-    trainer.train(config, tmp_path)
+    pretrain.train(config, tmp_path)
     # the mean of two equal halves' means is the batch mean: only the order of the sums differs
     np.testing.assert_allclose(trajectory(losses(tmp_path)), trajectory(losses(smoke_run[0])), rtol=RTOL)

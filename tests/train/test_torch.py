@@ -16,7 +16,8 @@ from mae_flax.cli import export
 from mae_flax.configs import mae
 from mae_flax.convert import save_state_dict_file, to_torch_state_dict
 from mae_flax.stack import Scanned
-from mae_flax.train import optim, trainer
+from mae_flax.train import model_state, optim, pretrain, steps
+from mae_flax.train.workdir import load_config, restore_model
 
 
 @pytest.mark.parametrize('suffix', ['.pt', '.safetensors'])
@@ -25,11 +26,11 @@ def test_export_loads_into_mae_torch_and_gives_the_flax_loss(smoke_run, tmp_path
     path = tmp_path / f'mae{suffix}'
     assert export.main(['--workdir', str(workdir), '--out', str(path)]) == 0
     state_dict = torch.load(path) if suffix == '.pt' else safetensors.torch.load_file(path)
-    model, step, config = trainer.restore_model(workdir)
+    model, step, config = restore_model(workdir)
     assert step == 12
     # the model description beside the export is the run's own
-    assert ModelSpec.read(f'{path}.json') == trainer.model_spec(config)
-    torch_model = mae_torch.build(trainer.model_spec(config))
+    assert ModelSpec.read(f'{path}.json') == model_state.model_spec(config)
+    torch_model = mae_torch.build(model_state.model_spec(config))
     torch_model.load_state_dict(state_dict)  # strict: exactly vit-pytorch's keys and shapes
 
     rng = np.random.default_rng(0)
@@ -46,7 +47,7 @@ def test_export_encoder_only_is_a_vit_state_dict(smoke_run, tmp_path):
     path = tmp_path / 'vit.pt'
     assert export.main(['--workdir', str(smoke_run[0]), '--out', str(path), '--encoder-only']) == 0
     spec = ModelSpec.read(f'{path}.json')
-    assert spec.mae is None and spec.encoder == trainer.model_spec(trainer.load_config(smoke_run[0])).encoder
+    assert spec.mae is None and spec.encoder == model_state.model_spec(load_config(smoke_run[0])).encoder
     mae_torch.build(spec).load_state_dict(torch.load(path))
 
 
@@ -55,8 +56,8 @@ def fresh_state():
     config = mae.get_config('smoke')
     config.mesh.update(data=1, fsdp=1)
     tx, _ = optim.make_optimizer(config)
-    state = jax.jit(functools.partial(trainer.init_state, config, tx))()
-    graphdef, rest = trainer.model_parts(config)
+    state = jax.jit(functools.partial(steps.init_state, config, tx))()
+    graphdef, rest = model_state.model_parts(config)
     shardings = jax.tree.map(lambda x: x.sharding, state['params'])
     return config, state['params'], graphdef, rest, shardings
 
@@ -64,9 +65,9 @@ def fresh_state():
 def test_init_from_a_torch_mae_takes_all_its_weights(fresh_state, tmp_path):
     config, params, graphdef, rest, shardings = fresh_state
     torch.manual_seed(3)
-    torch_model = mae_torch.build(trainer.model_spec(config))
+    torch_model = mae_torch.build(model_state.model_spec(config))
     path = save_state_dict_file(torch_model.state_dict(), tmp_path / 'mae.pt')
-    loaded = trainer.init_from_torch(path, params, graphdef, rest, shardings)
+    loaded = pretrain.init_from_torch(path, params, graphdef, rest, shardings)
     for key, value in to_torch_state_dict(nnx.merge(graphdef, loaded, rest)).items():
         np.testing.assert_array_equal(value, torch_model.state_dict()[key].numpy(), err_msg=key)
 
@@ -75,10 +76,10 @@ def test_init_from_unwraps_a_ddp_training_checkpoint(fresh_state, tmp_path):
     # what a torch training script saves: {'model': state_dict of a DDP-wrapped module, 'optimizer': ...}
     config, params, graphdef, rest, shardings = fresh_state
     torch.manual_seed(5)
-    torch_model = mae_torch.build(trainer.model_spec(config))
+    torch_model = mae_torch.build(model_state.model_spec(config))
     wrapped = {'model': {f'module.{key}': value for key, value in torch_model.state_dict().items()}, 'epoch': 7}
     torch.save(wrapped, tmp_path / 'checkpoint.pth')
-    loaded = trainer.init_from_torch(tmp_path / 'checkpoint.pth', params, graphdef, rest, shardings)
+    loaded = pretrain.init_from_torch(tmp_path / 'checkpoint.pth', params, graphdef, rest, shardings)
     for key, value in to_torch_state_dict(nnx.merge(graphdef, loaded, rest)).items():
         np.testing.assert_array_equal(value, torch_model.state_dict()[key].numpy(), err_msg=key)
 
@@ -86,10 +87,10 @@ def test_init_from_unwraps_a_ddp_training_checkpoint(fresh_state, tmp_path):
 def test_init_from_a_torch_vit_takes_the_encoder_and_keeps_the_decoder(fresh_state, tmp_path):
     config, params, graphdef, rest, shardings = fresh_state
     torch.manual_seed(4)
-    spec = trainer.model_spec(config)
+    spec = model_state.model_spec(config)
     vit = mae_torch.build(spec.replace(mae=None).with_fields('encoder', num_classes=10))  # its head is dropped
     path = save_state_dict_file(vit.state_dict(), tmp_path / 'vit.safetensors')
-    loaded = trainer.init_from_torch(path, params, graphdef, rest, shardings)
+    loaded = pretrain.init_from_torch(path, params, graphdef, rest, shardings)
     model = nnx.merge(graphdef, loaded, rest)
     for key, value in to_torch_state_dict(model.encoder).items():
         np.testing.assert_array_equal(value, vit.state_dict()[key].numpy(), err_msg=key)

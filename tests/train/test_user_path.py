@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mae_flax.train import data, trainer
+from mae_flax.train import data, model_state
+from mae_flax.train.workdir import load_config
 from tests.cli.conftest import run_command
 from tests.train.conftest import SMOKE, train
 
@@ -34,8 +35,8 @@ def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp('user_path')
     workdir = root / 'run'
     train([*RUN_FLAGS, f'--workdir={workdir}'])
-    config = trainer.load_config(workdir)
-    spec = trainer.model_spec(config)
+    config = load_config(workdir)
+    spec = model_state.model_spec(config)
     source = data.make_source(config.data.source, spec.image_size, spec.channels)
     images = data.eval_images(source, config.data, spec.image_size, config.seed + 1, config.num_eval_images)
     paths = []

@@ -1,22 +1,12 @@
-"""Input pipeline (grain): images -> uint8 crops (b, h, w, c), deterministic, sharded by process, checkpointable.
-
-Element k of the global stream is the same crop on any number of processes: the source is shuffled per epoch
-and cropped with a seed derived from (seed, k). Global batch i is elements [i * B, (i + 1) * B); process p of P
-reads only its contiguous slice of it, so the global array built from the local batches is the same batch
-whatever P is.
-
-Sources: 'default' (photographs shipped with scikit-image), a folder of images (its sorted file list cached, see
-`image_index`), a .npy/.npz array, or ArrayRecord shards of encoded images (`mae-prepare` writes them). Throughput:
-`workers` processes (grain's mp_prefetch), each reading ahead with `num_threads` threads, and optionally JPEG draft
-decoding (`draft`, see `decode`). Neither the number of workers nor of threads changes the stream.
+"""Random-access sources of images for the input pipeline: the embedded photographs, the digits' images, a
+folder of image files (its file list cached, see `image_index`), ArrayRecord shards of encoded images, a
+.npy/.npz array. Each item is a PIL image; `make_source` picks one from config.data.source.
 """
 
 import glob
 import hashlib
-import io
 import json
 import logging
-import math
 import os
 import re
 import time
@@ -26,14 +16,14 @@ from pathlib import Path
 import grain
 import numpy as np
 import skimage
-from absl import flags
-from PIL import Image, ImageOps
+from PIL import Image
 
 from mae_core.errors import UsageError
 from mae_core.fields import pair
 from mae_flax.files import atomic_path
+from mae_flax.train.data import digits
+from mae_flax.train.data.decode import IMAGE_SUFFIXES, decode, describe_range, to_8bit
 
-IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 # real photographs that ship inside scikit-image: no download
 DEFAULT_PHOTOS = (
     'astronaut.png',
@@ -51,120 +41,26 @@ DEFAULT_CROPS_PER_PHOTO = 256  # the default "epoch": this many random crops of 
 SAMPLE = 64  # items of an array source checked at start-up, before anything compiles
 
 
-def to_8bit(image, channels, name):
-    """Any PIL image -> the 8-bit 'L' or 'RGB' picture it shows: EXIF orientation applied, 16- and 32-bit
-    integer images scaled (not clipped to white), float images checked to be in [0, 1], transparency composited
-    over white, palettes and CMYK converted. A ValueError names the file and what was found otherwise."""
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ('I', 'I;16', 'I;16B', 'I;16L', 'I;16N', 'F'):
-        array = np.asarray(image, dtype=np.float64)
-        if image.mode == 'F':
-            if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
-                raise UsageError(f'{name}: a float image must hold values in [0, 1], found {_range(array)}')
-            top = 1.0
-        else:  # 16-bit PNGs and TIFFs open as 'I' or 'I;16'
-            top = 65535.0 if image.mode.startswith('I;16') or array.max() > 255 else 255.0
-            if array.min() < 0 or array.max() > 65535:
-                raise UsageError(f'{name}: expected 8- or 16-bit pixel values, found {_range(array)}')
-        image = Image.fromarray(np.round(array / top * 255).astype(np.uint8), 'L')
-    if image.mode in ('P', 'PA') and ('transparency' in image.info or image.mode == 'PA'):
-        image = image.convert('RGBA')
-    if image.mode in ('RGBA', 'LA', 'La', 'RGBa'):
-        white = Image.new('RGBA', image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(white, image.convert('RGBA'))
-    return image.convert('L' if channels == 1 else 'RGB')
-
-
-def _range(array):
-    finite = array[np.isfinite(array)]
-    bad = int(array.size - finite.size)
-    span = f'{finite.min():.4g}..{finite.max():.4g}' if finite.size else 'no finite value'
-    return span + (f' and {bad} NaN/Inf' if bad else '')
-
-
-# EXIF orientation -> whether it mirrors the shown image's (x, y) axes relative to the stored pixels
-ORIENTATION_TAG = 0x0112
-MIRRORED_AXES = {
-    2: (True, False),
-    3: (True, True),
-    4: (False, True),
-    6: (True, False),
-    7: (True, True),
-    8: (False, True),
-}
-TURNED = (5, 6, 7, 8)  # orientations that swap width and height
-MAX_DRAFT_REDUCTION = 8  # libjpeg scales by 1/2, 1/4 and 1/8 while decoding
-
-
-def draft_reduction(box, output_size):
-    """The largest of 1, 2, 4, 8 that leaves the crop `box` (left, top, right, bottom) at least `output_size`
-    (height, width) pixels once the image is reduced by it."""
-    crop_width, crop_height = box[2] - box[0], box[3] - box[1]
-    height, width = output_size
-    reduction = 1
-    while (
-        reduction < MAX_DRAFT_REDUCTION
-        and crop_width >= 2 * reduction * width
-        and crop_height >= 2 * reduction * height
-    ):
-        reduction *= 2
-    return reduction
-
-
-def _reduced_box(box, scale, size, reduced_size, mirrored):
-    """A box in the shown image's pixels -> the same region of the image decoded at 1/scale. The stored image's
-    partial last DCT block lies at the far end of an axis its EXIF orientation mirrors, so that axis is measured
-    from its far edge."""
-    (width, height), (reduced_width, reduced_height) = size, reduced_size
-
-    def x(value):
-        return reduced_width - (width - value) / scale if mirrored[0] else value / scale
-
-    def y(value):
-        return reduced_height - (height - value) / scale if mirrored[1] else value / scale
-
-    left, top, right, bottom = box
-    return x(left), y(top), x(right), y(bottom)
-
-
-def decode(data, name, channels, choose_box, draft_size=None):
-    """Encoded image bytes -> (8-bit PIL image, `choose_box(width, height)` in its pixels), as `to_8bit` shows it.
-
-    With `draft_size` (height, width), a JPEG is decoded by libjpeg at 1/2, 1/4 or 1/8 of its size (PIL's
-    `Image.draft`), the largest reduction that leaves the chosen crop at least `draft_size`: most of the decoding
-    work is skipped, and the crop is taken from the reduced image. The result is a function of the file alone (the
-    same bytes give the same pixels), so the stream stays deterministic, but it is not the full-resolution crop:
-    the reduction averages 2x2 to 8x8 pixel blocks in the DCT domain where bicubic resizing from full resolution
-    would filter: measured on 64px crops of a 1000x750 photograph (JPEG quality 90), a mean absolute difference
-    of 1.5 gray levels of 255 (at most 3.1 over 20 crops), the same for all eight EXIF orientations. big_vision's and
-    tf.data's `decode_and_crop_jpeg` instead decode only the crop's blocks at full resolution (exact, and faster
-    the smaller the crop); PIL offers no such region decode, so this is the approximation. Other formats, and
-    JPEGs whose crop is smaller than twice `draft_size`, decode exactly as without it."""
-    with Image.open(io.BytesIO(data)) as image:
-        if draft_size is None or image.format != 'JPEG':
-            image = to_8bit(image, channels, name)
-            return image, choose_box(image.width, image.height)
-        orientation = image.getexif().get(ORIENTATION_TAG, 1)  # a JPEG's EXIF is in its header: known before decoding
-        size = image.size[::-1] if orientation in TURNED else image.size
-        box = choose_box(*size)
-        reduction = draft_reduction(box, draft_size)
-        scale = 1
-        if reduction > 1:
-            stored_width = image.width
-            drafted = image.draft(image.mode, (image.width // reduction, image.height // reduction))
-            scale = stored_width / drafted[1][2] if drafted else 1  # (mode, (0, 0, width / scale, height / scale))
-        image = to_8bit(image, channels, name)
-    if scale != 1:
-        box = _reduced_box(box, scale, size, image.size, MIRRORED_AXES.get(orientation, (False, False)))
-    return image, box
-
-
 class DecodedSource:
     """A source whose items are decoded PIL images already: nothing to draft."""
 
     def read(self, index, choose_box, draft_size=None):
         image = self[index]
         return image, choose_box(image.width, image.height)
+
+
+class ArrayImages(DecodedSource):
+    """uint8 images (n, h, w, c) in memory as a source of PIL images."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        image = self.images[index]
+        return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
 
 
 class PhotoSource(DecodedSource):
@@ -408,7 +304,7 @@ class ArraySource(DecodedSource):
         image = np.asarray(self.arrays[index])
         if image.dtype != np.uint8 and (not np.isfinite(image).all() or image.min() < 0 or image.max() > 1):
             raise UsageError(
-                f'{self.path}: image {index} is float, so its values must be in [0, 1]; found {_range(image)} '
+                f'{self.path}: image {index} is float, so its values must be in [0, 1]; found {describe_range(image)} '
                 '(uint8 arrays hold 0..255)'
             )
         return image
@@ -421,47 +317,6 @@ class ArraySource(DecodedSource):
         if image.dtype != np.uint8:
             image = (image * 255).round().astype(np.uint8)
         return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-
-
-class RandomResizedCropFlip(grain.transforms.RandomMap):
-    """torchvision's RandomResizedCrop (bicubic) and RandomHorizontalFlip, as facebookresearch/mae: an index of
-    `source` -> uint8 (h, w, c). With `draft`, JPEGs are decoded reduced where the crop allows (see `decode`)."""
-
-    def __init__(self, source, image_size, scale, flip, draft=False, ratio=(3 / 4, 4 / 3)):
-        self.source = source
-        self.height, self.width = pair(image_size)
-        self.scale, self.flip, self.draft = tuple(scale), flip, draft
-        self.log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-
-    def _box(self, width, height, rng):
-        area = width * height
-        for _ in range(10):
-            target_area = area * rng.uniform(*self.scale)
-            aspect = math.exp(rng.uniform(*self.log_ratio))
-            crop_width = round(math.sqrt(target_area * aspect))
-            crop_height = round(math.sqrt(target_area / aspect))
-            if 0 < crop_width <= width and 0 < crop_height <= height:
-                left = int(rng.integers(0, width - crop_width + 1))
-                top = int(rng.integers(0, height - crop_height + 1))
-                return left, top, left + crop_width, top + crop_height
-        side = min(width, height)  # torchvision's fallback: the largest centred square
-        left, top = (width - side) // 2, (height - side) // 2
-        return left, top, left + side, top + side
-
-    def random_map(self, element, rng):
-        start = rng.bit_generator.state
-
-        def choose_box(width, height):
-            rng.bit_generator.state = start  # an unreadable item's draws are undone: its replacement gets them
-            return self._box(width, height, rng)
-
-        draft_size = (self.height, self.width) if self.draft else None
-        image, box = self.source.read(int(element), choose_box, draft_size)
-        image = image.resize((self.width, self.height), Image.Resampling.BICUBIC, box=box)
-        if self.flip and rng.random() < 0.5:
-            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        image = np.asarray(image, dtype=np.uint8)
-        return image[..., None] if image.ndim == 2 else image  # (h, w, c)
 
 
 def is_array_record(source):
@@ -479,75 +334,10 @@ def make_source(source, image_size, channels):
         )
     if source == 'default':
         return PhotoSource(image_size, channels)
-    if source == 'digits':  # the train split of the embedded digits, labels set aside (mae_flax.train.labeled)
-        from mae_flax.train import labeled
-
-        return labeled.digits(channels, labeled.DIGITS_VAL_FRACTION).train.images
+    if source == digits.NAME:  # the train split of the embedded digits, labels set aside
+        return ArrayImages(digits.load(channels)[0][0])
     if str(source).endswith(('.npy', '.npz')):
         return ArraySource(source, channels)
     if is_array_record(source):
         return ArrayRecordSource(source, channels)
     return FolderSource(source, channels)
-
-
-def crops(source, data_config, image_size, seed):
-    """The global, endless, per-epoch reshuffled stream of crops: element k depends only on (seed, k) and, with
-    draft decoding, on whether it is on."""
-    dataset = grain.MapDataset.range(len(source))
-    if isinstance(source, PhotoSource):
-        dataset = dataset.repeat(DEFAULT_CROPS_PER_PHOTO)
-    transform = RandomResizedCropFlip(source, image_size, data_config.crop_scale, data_config.flip, data_config.draft)
-    return dataset.seed(seed).shuffle().repeat(None).random_map(transform)
-
-
-def train_iterator(source, data_config, image_size, seed, global_batch, process_index, process_count):
-    """This process's part of each global batch, uint8 (global_batch / process_count, h, w, c); the iterator's
-    state (get_state/set_state) goes into checkpoints.
-
-    With data_config.workers = 0 the batches are made in this process by num_threads threads, reading ahead
-    `prefetch` batches. With W > 0, grain starts W worker processes (mp_prefetch, spawned: no fork of a process
-    that holds accelerators); worker w makes local batches w, w + W, ... with its own num_threads threads and
-    `prefetch` batches read ahead, and they are interleaved back in order, so the stream and the checkpointed
-    state do not depend on W. Memory: about W x (prefetch + 1) local batches. Close the iterator when done
-    (`iterator.close()`) to stop the workers."""
-    return iterate(
-        crops(source, data_config, image_size, seed),
-        data_config,
-        global_batch,
-        process_index,
-        process_count,
-        len(source),
-    )
-
-
-def iterate(stream, data_config, global_batch, process_index, process_count, source_size):
-    """An endless stream of elements -> this process's rows of each global batch, as an iterator whose state
-    checkpoints (see train_iterator)."""
-    if global_batch % process_count:
-        raise UsageError(f'batch_size {global_batch} must be divisible by the number of processes {process_count}')
-    local_batch = global_batch // process_count
-    batches = stream.batch(local_batch, drop_remainder=True)
-    # global batch i is local batches [i * P, (i + 1) * P): process p takes the p-th of each group
-    local = batches[process_index::process_count]
-    options = grain.ReadOptions(num_threads=data_config.num_threads, prefetch_buffer_size=data_config.prefetch)
-    dataset = local.to_iter_dataset(options)
-    if data_config.workers:
-        if not flags.FLAGS.is_parsed():  # grain reads its absl flags' defaults; mae-train has parsed them
-            flags.FLAGS.mark_as_parsed()
-        dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=data_config.workers))
-    logging.info(
-        'data: %d source items, local batch %d of %d, %d worker processes',
-        source_size,
-        local_batch,
-        global_batch,
-        data_config.workers,
-    )
-    return iter(dataset)
-
-
-def eval_images(source, data_config, image_size, seed, count):
-    """A fixed batch of crops (count, h, w, c) for the reconstruction grids: one per source image first, decoded
-    at full resolution."""
-    transform = RandomResizedCropFlip(source, image_size, data_config.crop_scale, flip=False)
-    dataset = grain.MapDataset.range(len(source)).repeat(None).seed(seed).random_map(transform)
-    return np.stack([dataset[i] for i in range(count)])

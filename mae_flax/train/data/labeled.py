@@ -23,16 +23,16 @@ from PIL import Image
 
 from mae_core.errors import UsageError
 from mae_core.fields import pair
-from mae_flax.train import data
+from mae_flax.train.data import digits as embedded_digits
+from mae_flax.train.data import pipeline, sources
+from mae_flax.train.data.augment import RandomResizedCropFlip
 
-DIGITS = 'digits'
-DIGITS_SPLIT_SEED = 0  # the fixed split of the embedded digits
-DIGITS_VAL_FRACTION = 0.2  # its default: 1,438 training and 359 validation images
+DIGITS, DIGITS_VAL_FRACTION = embedded_digits.NAME, embedded_digits.VAL_FRACTION
 
 
 @dataclasses.dataclass
 class Split:
-    images: object  # a random-access source of PIL images (mae_flax.train.data's)
+    images: object  # a random-access source of PIL images (mae_flax.train.data.sources)
     labels: np.ndarray  # (n,) int32
 
 
@@ -45,29 +45,6 @@ class Labeled:
     @property
     def num_classes(self):
         return len(self.classes)
-
-
-class ArrayImages(data.DecodedSource):
-    """uint8 images (n, h, w, c) in memory as a source of PIL images."""
-
-    def __init__(self, images):
-        self.images = images
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, index):
-        image = self.images[index]
-        return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-
-
-def _split(count, val_fraction, seed):
-    """(train indices, val indices) of `count` items: a fixed permutation, its first val_fraction for validation."""
-    order = np.random.default_rng(seed).permutation(count)
-    val = max(1, round(count * val_fraction))
-    if val >= count:
-        raise UsageError(f'data.val_fraction {val_fraction} leaves no training images of {count}')
-    return np.sort(order[val:]), np.sort(order[:val])
 
 
 def _check_labels(labels, name, num_classes=None):
@@ -96,18 +73,11 @@ def _to_uint8(images, name, channels):
 
 
 def digits(channels, val_fraction):
-    """scikit-learn's digits: 8x8 gray images, values 0..16 scaled to 0..255."""
-    if channels != 1:
-        raise UsageError(f'the digits are gray images: the model must take 1 channel, it takes {channels}')
-    from sklearn.datasets import load_digits  # a few ms; scikit-learn comes with the train extra
-
-    loaded = load_digits()
-    images = np.round(loaded.images / 16 * 255).astype(np.uint8)[..., None]  # (1797, 8, 8, 1)
-    train, val = _split(len(images), val_fraction, DIGITS_SPLIT_SEED)
-    labels = loaded.target.astype(np.int32)
+    """scikit-learn's digits (mae_flax.train.data.digits) with their labels."""
+    (train, train_labels), (val, val_labels) = embedded_digits.load(channels, val_fraction)
     return Labeled(
-        Split(ArrayImages(images[train]), labels[train]),
-        Split(ArrayImages(images[val]), labels[val]),
+        Split(sources.ArrayImages(train), train_labels),
+        Split(sources.ArrayImages(val), val_labels),
         tuple(str(k) for k in range(10)),
     )
 
@@ -133,17 +103,17 @@ def npz(path, channels, val_fraction):
         if len(val_labels) != len(val_images):
             raise UsageError(f'{path}: {len(val_images)} val_images but {len(val_labels)} val_labels')
     else:
-        train, val = _split(len(images), val_fraction, DIGITS_SPLIT_SEED)
+        train, val = embedded_digits.split(len(images), val_fraction)
         images, labels, val_images, val_labels = images[train], labels[train], images[val], labels[val]
     num_classes = int(max(labels.max(), val_labels.max())) + 1
     return Labeled(
-        Split(ArrayImages(images), labels),
-        Split(ArrayImages(val_images), val_labels),
+        Split(sources.ArrayImages(images), labels),
+        Split(sources.ArrayImages(val_images), val_labels),
         tuple(str(k) for k in range(num_classes)),
     )
 
 
-class ClassFolder(data.FolderSource):
+class ClassFolder(sources.FolderSource):
     """The images of one split of an ImageFolder layout, each labelled by its top sub-folder."""
 
     def __init__(self, folder, classes, channels):
@@ -163,7 +133,7 @@ def _classes(folder):
     if not classes:
         raise UsageError(f'{folder} has no class folders: expected {folder}/<class>/<image>')
     for name in classes:
-        if not data.image_index(folder / name):
+        if not sources.image_index(folder / name):
             raise UsageError(f'class {name!r} has no images in {folder / name}: every class needs at least one')
     return tuple(classes)
 
@@ -198,7 +168,7 @@ def make_labeled(data_config, channels, num_classes=0):
     return labeled
 
 
-class LabeledCrop(data.RandomResizedCropFlip):
+class LabeledCrop(RandomResizedCropFlip):
     """An index -> {'image': its random-resized crop, flipped or not, 'label': its class}."""
 
     def __init__(self, split, image_size, scale, flip, draft=False):
@@ -214,7 +184,7 @@ def train_iterator(split, data_config, image_size, seed, global_batch, process_i
     stream (data.train_iterator) with labels."""
     crop = LabeledCrop(split, image_size, data_config.crop_scale, data_config.flip, data_config.draft)
     stream = grain.MapDataset.range(len(split.labels)).seed(seed).shuffle().repeat(None).random_map(crop)
-    return data.iterate(stream, data_config, global_batch, process_index, process_count, len(split.labels))
+    return pipeline.iterate(stream, data_config, global_batch, process_index, process_count, len(split.labels))
 
 
 def center_crop(image, image_size, crop_fraction):

@@ -1,4 +1,4 @@
-"""Atomic file writes: a reader never sees a half-written file, a crash never leaves one behind. Paths may be local or
+"""Paths and atomic file writes: a reader never sees a half-written file, a crash never leaves one behind. Paths may be local or
 remote (`gs://...` and any other URL etils.epath knows): `as_path` gives the right kind."""
 
 import contextlib
@@ -8,8 +8,8 @@ import tempfile
 from pathlib import Path
 
 # mkstemp creates files readable by their owner alone; the finished file gets the usual umask-based mode
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+UMASK = os.umask(0)
+os.umask(UMASK)
 
 
 def is_remote(path):
@@ -43,7 +43,7 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
