@@ -38,7 +38,7 @@ from mae_flax.convert import load_torch_state_dict, to_torch_state_dict
 from mae_flax.parity import flax_outputs, scaled_error, torch_outputs
 from mae_flax.train import optim
 from mae_flax.videomae import POOLS, hf, infer
-from mae_flax.videomae.mae import tube_mask
+from mae_flax.videomae.tubes import tube_mask
 from parity_tests import tolerances
 from parity_tests.oracles import transformers
 

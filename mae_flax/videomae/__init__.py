@@ -5,7 +5,8 @@ classifier (transformers' VideoMAEForVideoClassification)."""
 from mae_core import videomae as facts
 from mae_flax.videomae import hf, table
 from mae_flax.videomae.infer import infer
-from mae_flax.videomae.mae import VideoMAE, patchify, unpatchify
+from mae_flax.videomae.mae import VideoMAE
+from mae_flax.videomae.tubes import patchify, unpatchify
 from mae_flax.videomae.vit import POOLS, VisionTransformer
 
 
