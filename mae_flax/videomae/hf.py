@@ -35,10 +35,12 @@ def given_from_config(config, image_processor, source):
     return {field: (value, f'from {source}') for field, value in values.items()}
 
 
-def config_from_spec(spec):
+def config_from_spec(spec, encoder_only=False):
     """(config.json, preprocessor_config.json) contents for VideoMAEForPreTraining.from_pretrained (VideoMAEModel's
-    for an encoder's spec, with transformers' default decoder); a UsageError for what transformers cannot say."""
+    for an encoder alone, the decoder's fields saying what an MAE built on it would have); a UsageError for what
+    transformers cannot say."""
     encoder, mae = spec.encoder, spec.mae or videomae.MAE_DEFAULTS
+    encoder_only = encoder_only or spec.mae is None
     if mae['decoder_norm_eps'] != HF_DECODER_NORM_EPS:
         raise UsageError(
             f"decoder_norm_eps {mae['decoder_norm_eps']}: transformers' VideoMAE decoder norm has eps "
@@ -46,7 +48,7 @@ def config_from_spec(spec):
         )
     image = encoder['image_size']
     config = dict(
-        architectures=['VideoMAEModel' if spec.mae is None else 'VideoMAEForPreTraining'],
+        architectures=['VideoMAEModel' if encoder_only else 'VideoMAEForPreTraining'],
         model_type=HF_MODEL_TYPE,
         image_size=list(image) if isinstance(image, tuple) else image,
         **{field: encoder[field] for field in videomae.ENCODER_FIELDS if field != 'image_size'},

@@ -317,6 +317,9 @@ class VideoMAE(nnx.Module):
         embed = self.encoder.patch_embed
         targets, pixels = loss_targets(videos, embed.tubelet_size, embed.patch_size, self.norm_pix_loss)
         loss = jnp.square(logits.astype(jnp.float32) - gather_tokens(targets, masked_indices)).mean()
+        # under jit a given mask's count cannot be checked before the shapes are set (the model's mask_ratio sets
+        # them): a mask of another count makes the loss NaN, never a wrong number
+        loss = jnp.where((bool_masked_pos.sum(axis=-1) == num_masked).all(), loss, jnp.nan)
         if not return_outputs:
             return loss, logits
         intermediates = dict(

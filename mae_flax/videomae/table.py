@@ -15,6 +15,8 @@ Rows that are not a copy or a transpose: the tubelet projection, a (D, C, t, p, 
 The fixed sinusoid tables are in no layout's state dict (upstream's are plain tensors).
 """
 
+import warnings
+
 from mae_flax.rows import fused_linear, layer_norm, linear, one
 from mae_flax.videomae.mae import VideoMAE
 from mae_flax.videomae.vit import VisionTransformer
@@ -139,5 +141,22 @@ def is_mae(model):
     return isinstance(model, VideoMAE)
 
 
+# a video classifier's own keys (transformers' VideoMAEForVideoClassification, MCG-NJU's fine-tuning model)
+CLASSIFIER_KEYS = ('classifier.', 'fc_norm.', 'head.')
+
+
 def upgrade(arrays, model):
-    """Nothing to rewrite: no layout stores the fixed position tables, and upstream's keys never changed."""
+    """A video classifier's file read into a VideoMAE: its encoder loads, its head (and the fc_norm of its mean
+    pooling) is left out, with a warning. Nothing else to rewrite: no layout stores the fixed position tables, and
+    upstream's keys never changed."""
+    if not is_mae(model):
+        return
+    head = sorted(key for key in arrays if key.startswith(CLASSIFIER_KEYS))
+    for key in head:
+        del arrays[key]
+    if head:
+        warnings.warn(
+            f'loaded the encoder of a video classifier and left its head out ({", ".join(head)}): '
+            'mae-finetune trains a new one',
+            stacklevel=3,
+        )

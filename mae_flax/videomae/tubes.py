@@ -33,7 +33,8 @@ def check_video(videos, *, channels, num_frames, image_size):
 def check_bool_masked_pos(bool_masked_pos, batch, num_tokens, traced_count):
     """(mask as a jax bool array, masked tokens per video) for transformers' `bool_masked_pos` (b, tokens), True =
     masked. Every video must mask as many tokens (transformers' rule): the count sets the shapes. Under jit the count
-    cannot be read, and is taken to be `traced_count` (the model's own, from mask_ratio)."""
+    cannot be read, and is taken to be `traced_count` (the model's own, from mask_ratio); the model's loss is NaN if
+    the mask's count is another."""
     if not isinstance(bool_masked_pos, jax.Array | np.ndarray):
         raise TypeError(f'expected bool_masked_pos as a jax or numpy array, got {type(bool_masked_pos).__name__}')
     if tuple(bool_masked_pos.shape) != (batch, num_tokens):
