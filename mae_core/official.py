@@ -77,7 +77,8 @@ def detect(keys):
     if {'patch_embed.proj.weight', 'cls_token', 'blocks.0.attn.qkv.weight'} <= keys:
         return ('MAE' if 'decoder_embed.weight' in keys else 'ViT'), 'mae'
     for prefix in ('vit.', ''):
-        if f'{prefix}embeddings.patch_embeddings.projection.weight' not in keys:
+        # the cls token tells a ViTMAE from a VideoMAE, whose HuggingFace layout names the rest the same
+        if not {f'{prefix}embeddings.patch_embeddings.projection.weight', f'{prefix}embeddings.cls_token'} <= keys:
             continue
         if f'{prefix}encoder.layer.0.attention.attention.query.weight' in keys:
             layout = 'hf5_saved' if 'decoder.decoder_encoder.layer.0.attention.attention.query.weight' in keys else 'hf'

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mae_core import fields, official, vit_pytorch
+from mae_core import fields, official, videomae, vit_pytorch
 from mae_core.errors import UsageError
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 # each family's facts: field checks and defaults, the names of its size fields, its masking convention
-FAMILIES = {vit_pytorch.NAME: vit_pytorch, official.NAME: official}
+FAMILIES = {vit_pytorch.NAME: vit_pytorch, official.NAME: official, videomae.NAME: videomae}
 
 # encoder widths by name, as big_vision's decode_variant: 'B/16' is B with 16-pixel patches
 SIZES = {

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mae_core.errors import UsageError
-from mae_flax import fixed_tables, official, vit_pytorch
+from mae_flax import fixed_tables, official, videomae, vit_pytorch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +43,7 @@ class Family:
     fresh: tuple  # torch key prefixes an encoder's checkpoint lacks (initialised fresh)
     layer_id: Callable  # (per-block parameter path, depth) -> its layer for layer-wise lr decay
     depth: Callable  # (classifier) -> its number of blocks
+    hf: object  # its HuggingFace folders (HF_MODEL_TYPE, given_from_config, config_from_spec), or None
 
 
 def _family(package):
@@ -67,10 +68,20 @@ def _family(package):
         fresh=package.FRESH,
         layer_id=package.layer_id,
         depth=package.depth,
+        hf=getattr(package, 'hf', None),
     )
 
 
-FAMILIES = {family.name: family for family in map(_family, (vit_pytorch, official))}
+FAMILIES = {family.name: family for family in map(_family, (vit_pytorch, official, videomae))}
+
+
+def for_hf_config(config, source):
+    """The family whose HuggingFace model_type a config.json names; a UsageError naming the ones known."""
+    known = {family.hf.HF_MODEL_TYPE: family for family in FAMILIES.values() if family.hf is not None}
+    model_type = config.get('model_type')
+    if model_type not in known:
+        raise UsageError(f'{source} is a {model_type!r} config, expected one of {", ".join(map(repr, known))}')
+    return known[model_type]
 
 
 def get(name):

@@ -56,12 +56,13 @@ def make_dropout(rate, *, rngs):
     return nnx.Dropout(rate, rngs=rngs if rate > 0 else None)
 
 
-def xavier_linear(in_features, out_features, *, dtype=None, rngs):
+def xavier_linear(in_features, out_features, *, use_bias=True, dtype=None, rngs):
     """nnx.Linear initialised as facebookresearch/mae's Linears: xavier_uniform weights, zero biases (and its
     patch projection, a Linear on flattened patches)."""
     return nnx.Linear(
         in_features,
         out_features,
+        use_bias=use_bias,
         dtype=dtype,
         kernel_init=jax.nn.initializers.xavier_uniform(),
         bias_init=jax.nn.initializers.zeros,

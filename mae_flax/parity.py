@@ -55,14 +55,15 @@ def compare(name, expected, actual, rtol, atol=0.0):
 
 
 def torch_outputs(model, images, noise, device='cpu', grads=False):
-    """(MAEOutput as numpy, {torch key or 'input': gradient}) from a mae_torch model on (b, h, w, c) images.
+    """(MAEOutput as numpy, {torch key or 'input': gradient}) from a mae_torch model on (b, h, w, c) images (or
+    (b, t, h, w, c) videos: torch takes the channels before the height, (b, c, h, w) and (b, t, c, h, w)).
 
     Parameters the loss never reaches (the encoder's cls_token) have no torch gradient: zeros, as JAX gives."""
     import torch
 
     model = model.to(device)
     # copies: torch wants writable arrays, and those from JAX are read-only
-    img = torch.from_numpy(np.array(np.moveaxis(images, -1, 1))).to(device).requires_grad_(grads)  # (b, c, h, w)
+    img = torch.from_numpy(np.array(np.moveaxis(images, -1, -3))).to(device).requires_grad_(grads)  # (b, c, h, w)
     with torch.set_grad_enabled(grads):
         out = model(img, noise=torch.from_numpy(np.array(noise)).to(device), return_outputs=True)
         if grads:
@@ -76,7 +77,7 @@ def torch_outputs(model, images, noise, device='cpu', grads=False):
         for name, param in model.named_parameters()
         if param.requires_grad  # not the official family's fixed position embeddings
     }
-    gradients['input'] = np.moveaxis(img.grad.cpu().numpy(), 1, -1)
+    gradients['input'] = np.moveaxis(img.grad.cpu().numpy(), -3, -1)
     return out, gradients
 
 

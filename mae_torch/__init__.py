@@ -1,7 +1,7 @@
 """PyTorch MAE: a drop-in for vit-pytorch's ViT and MAE (same keywords, same state_dict), with its bugs fixed."""
 
 from mae_core.contract import MAEOutput
-from mae_torch import official, vit_pytorch
+from mae_torch import official, videomae, vit_pytorch
 from mae_torch.masking import random_masking
 from mae_torch.official import (
     MaskedAutoencoderViT,
@@ -13,7 +13,7 @@ from mae_torch.patches import patchify, unpatchify
 from mae_torch.vit_pytorch import MAE, ViT, reconstruction_loss
 
 # one builder per family: ModelSpec -> model
-BUILDERS = {'vit_pytorch': vit_pytorch.build, 'official': official.build}
+BUILDERS = {'vit_pytorch': vit_pytorch.build, 'official': official.build, 'videomae': videomae.build}
 
 
 def build(spec):

@@ -50,7 +50,9 @@ def test_unknown_and_missing_fields_are_named():
         ModelSpec('vit_pytorch', spec.encoder | {'width': 3}, spec.mae)
     with pytest.raises(UsageError, match='model.encoder.dim is required'):
         ModelSpec('vit_pytorch', {k: v for k, v in spec.encoder.items() if k != 'dim'}, spec.mae)
-    with pytest.raises(UsageError, match="model.family must be one of 'vit_pytorch', 'official', got 'timm'"):
+    with pytest.raises(
+        UsageError, match="model.family must be one of 'vit_pytorch', 'official', 'videomae', got 'timm'"
+    ):
         ModelSpec('timm', spec.encoder, spec.mae)
     with pytest.raises(UsageError, match=r'model.pixel_std must be 3 numbers, one per channel, got \(0.5,\)'):
         spec.replace(pixel_std=(0.5,))

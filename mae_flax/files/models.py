@@ -43,7 +43,6 @@ from mae_flax.files.weights import (
     save_state_dict_file,
     unwrap_state_dict,
 )
-from mae_flax.official import hf
 
 
 @dataclasses.dataclass
@@ -156,12 +155,16 @@ def _check_flags_apply(flags, family_name, path):
 
 def _read_hf_folder(folder, flags):
     config = hf_folders.hf_config(folder)
+    family = families.for_hf_config(config, folder / 'config.json')
     try:
-        given = hf.given_from_config(config, hf_folders.processor_config(folder), 'config.json')
+        given = family.hf.given_from_config(config, hf_folders.processor_config(folder), 'config.json')
     except KeyError as error:
-        raise UsageError(f'{folder / "config.json"} has no {error} field: not a ViTMAE config') from error
+        raise UsageError(
+            f'{folder / "config.json"} has no {error} field: not a {config["model_type"]} config as transformers '
+            'writes it'
+        ) from error
     given |= {field: (value, 'given') for field, value in flags.items()}
-    _check_flags_apply(flags, 'official', folder)
+    _check_flags_apply(flags, family.name, folder)
     arrays = hf_folders.state_dict(folder)
     family, kind = families.detect(arrays, folder)
     spec, sources = family.infer(arrays, given, folder)
@@ -279,11 +282,11 @@ def write_model(loaded, path, layout, *, encoder_only=False):
 
 
 def _write_hf_folder(loaded, folder, encoder_only):
-    if loaded.spec.family != 'official':
-        raise UsageError(
-            f'a HuggingFace ViTMAE folder holds an official-family MAE; {loaded.path} is {loaded.spec.family}'
-        )
-    config, processor = hf.config_from_spec(loaded.spec, encoder_only=encoder_only)
+    family = families.get(loaded.spec.family)
+    if family.hf is None:
+        held = ', '.join(name for name, other in families.FAMILIES.items() if other.hf is not None)
+        raise UsageError(f'a HuggingFace folder holds a model of the {held} families; {loaded.path} is {family.name}')
+    config, processor = family.hf.config_from_spec(loaded.spec, encoder_only=encoder_only)
     arrays = to_torch_state_dict(loaded.model, layout='hf_model' if encoder_only else 'hf')
     return (hf_folders.write_folder(folder, config, processor, arrays),)
 
