@@ -118,6 +118,18 @@ class ModelSpec:
         return self.encoder[self.facts.CHANNELS]
 
     @property
+    def num_frames(self):
+        """Frames per clip for a video family (its facts name NUM_FRAMES), None for images."""
+        field = getattr(self.facts, 'NUM_FRAMES', None)
+        return None if field is None else self.encoder[field]
+
+    @property
+    def input_shape(self):
+        """One input as the Flax model takes it: (h, w, c) for images, (t, h, w, c) for a video clip."""
+        frames = () if self.num_frames is None else (self.num_frames,)
+        return (*frames, *self.image_size, self.channels)
+
+    @property
     def num_patches(self):
         (height, width), (patch_height, patch_width) = self.image_size, self.patch_size
         return (height // patch_height) * (width // patch_width)

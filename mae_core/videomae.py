@@ -79,7 +79,7 @@ MAE_DEFAULTS = {
     'mask_ratio': 0.9,
     'norm_pix_loss': True,
 }
-IMAGE_SIZE, PATCH_SIZE, CHANNELS = 'image_size', 'patch_size', 'num_channels'
+IMAGE_SIZE, PATCH_SIZE, CHANNELS, NUM_FRAMES = 'image_size', 'patch_size', 'num_channels', 'num_frames'
 MASKING_RATIO, NORM_PIX_LOSS = 'mask_ratio', 'norm_pix_loss'
 
 # what transformers un-normalises 3-channel frames with before taking them as targets (its IMAGENET_DEFAULT_MEAN and

@@ -4,7 +4,9 @@
     mae-reconstruct mae.safetensors cat.jpg dog.jpg --out grid.png              # Flax, or an export: no flags
     mae-reconstruct mae.pt cat.jpg dog.jpg --out grid.png --backend torch --heads 8 --decoder_heads 16
 
-One row per image: original | masked | reconstruction | reconstruction with the visible patches pasted. Images
+One row per image: original | masked | reconstruction | reconstruction with the visible patches pasted. A video
+model takes video files instead (the middle clip of each, a frame every --frame_stride) and draws three strips of
+frames per clip: original, masked, reconstruction with the visible tubes pasted. Images
 are standardised with the model's pixel statistics (its model description's, as it was trained) and drawn back
 in pixel colours. The masking noise is drawn once with numpy from --seed and passed to either backend, so both
 draw the same picture. The printed loss is the model's own: the mean squared error over the masked patches, in
@@ -19,7 +21,9 @@ from flax import nnx
 
 from mae_core.errors import UsageError
 from mae_flax.cli.common import add_model_flags, flag, given_flags, make_parser, masking_noise, read_images, run_cli
+from mae_flax.files import videos
 from mae_flax.model_files import read_model, torch_model
+from mae_flax.videomae import pictures
 from mae_flax.visualize import reconstruction_panels, save_grid
 
 PROG = 'mae-reconstruct'
@@ -41,6 +45,9 @@ def build_parser():
     parser.add_argument('--seed', type=int, default=0, help='seed of the masking noise (default 0)')
     parser.add_argument('--scale', type=int, default=1, help='enlarge the grid this many times (default 1)')
     parser.add_argument(*flag('--step'), type=int, help='with a workdir: which checkpoint (default: the latest)')
+    parser.add_argument(
+        *flag('--frame_stride'), type=int, default=4, help="video models: frames between a clip's two (default 4)"
+    )
     add_model_flags(parser)
     return parser
 
@@ -55,7 +62,7 @@ def reconstruct(loaded, images, noise, backend):
     import torch
 
     with torch.no_grad():
-        img = torch.from_numpy(np.ascontiguousarray(np.moveaxis(images, -1, 1)))  # (b, c, h, w)
+        img = torch.from_numpy(np.ascontiguousarray(np.moveaxis(images, -1, -3)))  # (b, c, h, w) or (b, t, c, h, w)
         out = torch_model(loaded)(img, noise=torch.from_numpy(noise), return_outputs=True)
     return float(out.loss), out.pred_pixel_values.numpy(), out.masked_indices.numpy()
 
@@ -77,6 +84,8 @@ def main(argv=None):
     spec = loaded.spec
     if spec.mae is None:
         raise UsageError(f'{args.checkpoint} is an encoder without an MAE decoder: it cannot reconstruct')
+    if spec.num_frames is not None:
+        return reconstruct_clips(loaded, args, out)
     images = spec.normalize(read_images(args.images, spec.image_size, spec.channels, PROG))
     noise = masking_noise(args.seed, len(images), spec.num_patches)
 
@@ -90,6 +99,31 @@ def main(argv=None):
     print(f'{out}: {len(images)} images, {masked_indices.shape[1]} of {noise.shape[1]} patches masked ', end='')
     print(f'(masking_ratio {spec.masking_ratio}, seed {args.seed}, {args.backend})')
     print(f"loss {loss:.4f} (the model's, in its standardised pixels); pixel MSE {pixel_mse:.4f} on the masked patches")
+    return 0
+
+
+def reconstruct_clips(loaded, args, out):
+    """mae-reconstruct for a video model: the middle clip of each video file, drawn as frame strips."""
+    spec = loaded.spec
+    if args.frame_stride < 1:
+        raise UsageError(f'--frame_stride must be at least 1, got {args.frame_stride}')
+    clips = np.stack(
+        [
+            videos.read_clip(path, spec.num_frames, args.frame_stride, spec.image_size, spec.channels)
+            for path in args.images
+        ]
+    )
+    clips = spec.normalize(clips)
+    noise = masking_noise(args.seed, len(clips), spec.num_patches)  # one spatial mask per clip, over every tubelet
+    loss, pred, masked_indices = reconstruct(loaded, clips, noise, args.backend)
+    pictures.save_strips(out, clips, pred, masked_indices, spec, scale=args.scale if args.scale > 1 else None)
+    panels = pictures.clip_panels(clips, pred, masked_indices, spec)
+    masked_fraction = masked_indices.shape[1] / (noise.shape[1] * spec.num_frames // spec.encoder['tubelet_size'])
+    pixel_mse = float(np.mean((panels['reconstruction_pasted'] - panels['original']) ** 2)) / masked_fraction
+    print(f'{out}: {len(clips)} clips of {spec.num_frames} frames (every {args.frame_stride}), ', end='')
+    print(f'{masked_indices.shape[1]} of {round(masked_indices.shape[1] / masked_fraction)} tubes masked ', end='')
+    print(f'(masking_ratio {spec.masking_ratio}, seed {args.seed}, {args.backend})')
+    print(f"loss {loss:.4f} (the model's); pixel MSE {pixel_mse:.4f} on the masked tubes")
     return 0
 
 

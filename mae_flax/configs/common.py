@@ -69,12 +69,20 @@ def smoke(config):
 
 def imagenet(config, *, epochs, warmup_epochs):
     """The paper's regime: bf16 compute, batch 4096, epochs of ImageNet (data.source required), 16 data workers."""
+    return regime(
+        config, epochs=epochs, warmup_epochs=warmup_epochs, batch_size=4096, dataset_size=IMAGENET_TRAIN_IMAGES
+    )
+
+
+def regime(config, *, epochs, warmup_epochs, batch_size, dataset_size):
+    """A paper's regime: bf16 compute, `epochs` of a dataset of `dataset_size` items at `batch_size`
+    (data.source required), 16 data workers."""
     config.dtype = 'bfloat16'
-    config.batch_size = 4096
-    steps_per_epoch = IMAGENET_TRAIN_IMAGES // config.batch_size
+    config.batch_size = batch_size
+    steps_per_epoch = dataset_size // config.batch_size
     config.total_steps = epochs * steps_per_epoch
     config.optim.warmup_steps = warmup_epochs * steps_per_epoch
-    config.data.source = config_dict.placeholder(str)  # required: --config.data.source=/path/to/imagenet/train
+    config.data.source = config_dict.placeholder(str)  # required: --config.data.source=/path/to/the/dataset
     # about workers x (prefetch + 1) local batches in memory: 16 x 3 x 0.6 GB for all 4096 images on one host
     config.data.update(workers=16, num_threads=2, prefetch=2, draft=True)
     config.checkpoint.every_steps = 1000

@@ -8,19 +8,20 @@ Variants of the vit-pytorch family: `tiny` (the default: about a minute on a 2-c
 seconds-long run), `vit_b16` and `vit_l16` (the paper's encoders at 224px with its 8-block, 512-wide decoder,
 800 epochs of ImageNet at batch 4096), `vitpytorch` (vit-pytorch's README MAE). Of the official family
 (facebookresearch/mae's MaskedAutoencoderViT, the architecture of the published checkpoints): `mae_vit_b16`,
-`mae_vit_l16`, `mae_vit_h14` (its factories and recipe: norm_pix_loss, 800 epochs), `mae_tiny` and `mae_smoke`. Any field can be overridden on the command
-line: `--config.batch_size=1024 --config.mesh.fsdp=8 --config.model.mae.norm_pix_loss=True`.
+`mae_vit_l16`, `mae_vit_h14` (its factories and recipe: norm_pix_loss, 800 epochs), `mae_tiny` and `mae_smoke`. Of
+the video family (VideoMAE, configs/videomae.py): `video_tiny`, `video_smoke`, `videomae_b16`. Any field can be
+overridden on the command line: `--config.batch_size=1024 --config.mesh.fsdp=8 --config.model.mae.norm_pix_loss=True`.
 
 `config.model` is the model description (mae_core.ModelSpec): written as it is into the run's config.json and
 beside every export, so every tool rebuilds the same model and feeds it the same pixel statistics.
 """
 
-from mae_flax.configs import official, vit_pytorch
+from mae_flax.configs import official, videomae, vit_pytorch
 from mae_flax.configs.official import DIGITS_MEAN, DIGITS_STD, digits_model
 from mae_flax.configs.official import FACTORIES as OFFICIAL_VARIANTS
 
 # each variant's family module: its get_config(variant) reads top to bottom
-FAMILY_OF = {variant: module for module in (vit_pytorch, official) for variant in module.VARIANTS}
+FAMILY_OF = {variant: module for module in (vit_pytorch, official, videomae) for variant in module.VARIANTS}
 VARIANTS = tuple(FAMILY_OF)
 
 __all__ = ['DIGITS_MEAN', 'DIGITS_STD', 'OFFICIAL_VARIANTS', 'VARIANTS', 'digits_model', 'get_config']

@@ -2,7 +2,7 @@
 published MAE checkpoint, loadable from facebookresearch/mae, timm and HuggingFace layouts and exported back."""
 
 from mae_core import official as facts
-from mae_flax.official import table
+from mae_flax.official import hf, table
 from mae_flax.official.infer import infer
 from mae_flax.official.mae import (
     MaskedAutoencoderViT,
@@ -115,6 +115,7 @@ __all__ = [
     'default_pool',
     'encoder_spec',
     'facts',
+    'hf',
     'infer',
     'layer_id',
     'mae_vit_base_patch16',

@@ -118,6 +118,10 @@ def check(config):
     spec = check_model(config)
     if spec.mae is None:
         raise UsageError('config.model.mae is empty: mae-train pretrains an MAE, it needs the decoder keywords')
+    if spec.num_frames is not None:  # a video model's clips: a frame every data.frame_stride
+        if 'frame_stride' not in config.data:
+            raise UsageError('config.data.frame_stride is missing: a video model takes a frame every frame_stride')
+        fields.positive_int('config.data.frame_stride', config.data.frame_stride)
     return spec
 
 

@@ -30,11 +30,18 @@ from mae_flax.train.model_state import copy_to_host, with_shardings
 def run(task, workdir_path, *, wait=False):
     """Trains `task` in `workdir_path` (resuming from its latest checkpoint), holding the workdir's lock (another
     live run there: a UsageError naming it, or with `wait` a wait for it); returns the summary dict."""
-    with (
-        workdir.hold(workdir_path, task.command, wait=wait),
-        compilation_cache.enabled(task.config.compilation_cache, workdir_path) as cache,
-    ):
-        return _run(task, task.config, workdir_path, cache)
+    config = task.config
+    mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
+    check_batch(config, mesh)
+    train_iter = task.data(jax.process_index(), jax.process_count())  # a bad source fails before anything is made
+    try:
+        with (
+            workdir.hold(workdir_path, task.command, wait=wait),
+            compilation_cache.enabled(config.compilation_cache, workdir_path) as cache,
+        ):
+            return _run(task, config, workdir_path, cache, mesh, train_iter)
+    finally:
+        train_iter.close()  # stops the data worker processes
 
 
 def check_batch(config, mesh):
@@ -103,15 +110,9 @@ def _start(task, config, workdir_path, program, manager, train_iter, is_main):
     return task.initialize(jax.jit(program.init, out_shardings=program.shardings)())
 
 
-def _run(task, config, workdir_path, cache):
-    process_index, process_count = jax.process_index(), jax.process_count()
-    is_main = process_index == 0
-
-    mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
-    check_batch(config, mesh)
-    logging.info('mesh %s over %d processes', dict(mesh.shape), process_count)
-
-    train_iter = task.data(process_index, process_count)  # data first: a bad source fails before anything compiles
+def _run(task, config, workdir_path, cache, mesh, train_iter):
+    is_main = jax.process_index() == 0
+    logging.info('mesh %s over %d processes', dict(mesh.shape), jax.process_count())
     program = task.program(mesh)
     manager = state_checkpoints.make_manager(workdir_path / workdir.CHECKPOINTS, config.checkpoint)
     state = _start(task, config, workdir_path, program, manager, train_iter, is_main)
@@ -120,7 +121,7 @@ def _run(task, config, workdir_path, cache):
 
     start = int(copy_to_host(state['step']))
     writer = report.MetricsWriter(workdir_path) if is_main else None
-    preemption = state_checkpoints.Preemption(manager, process_count)
+    preemption = state_checkpoints.Preemption(manager, jax.process_count())
     progress = tqdm(total=config.total_steps, initial=start, unit='step', disable=not is_main, dynamic_ncols=True)
     if start == 0 and task.evaluates(0, last=False):
         initial = task.evaluate(state, 0, workdir_path, is_main)
@@ -177,7 +178,6 @@ def _run(task, config, workdir_path, cache):
     finally:
         progress.close()
         preemption.close()
-        train_iter.close()  # stops the data worker processes
         if writer:
             writer.close()
 

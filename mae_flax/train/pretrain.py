@@ -14,6 +14,7 @@ from mae_flax import families, fixed_tables
 from mae_flax.convert import load_torch_state_dict
 from mae_flax.files import hf_folders, hub, weights
 from mae_flax.train import config_checks, data, loop, report, sharding, steps, workdir
+from mae_flax.train.data import video
 from mae_flax.train.model_state import copy_to_host, params_of
 
 CLASSIFIER_HEADS = ('mlp_head.', 'head.', 'fc_norm.', 'classifier.')  # vit-pytorch, timm, HuggingFace
@@ -104,6 +105,15 @@ class Pretraining:
         """The training iterator (this process's rows of each batch); a missing or empty source fails here, before
         anything compiles."""
         config, spec = self.config, self.spec
+        if spec.num_frames is not None:  # a video model: clips (train/data/video.py)
+            self.source = video.make_source(config.data.source, spec.image_size, spec.channels)
+            if config.num_eval_images:
+                self.eval_batch = video.eval_clips(
+                    self.source, config.data, spec, config.seed + 1, config.num_eval_images
+                )
+            return video.train_iterator(
+                self.source, config.data, spec, config.seed, config.batch_size, process_index, process_count
+            )
         self.source = data.make_source(config.data.source, spec.image_size, spec.channels)
         if config.num_eval_images:  # 0: no reconstruction grids, no eval loss
             self.eval_batch = data.eval_images(
@@ -176,10 +186,19 @@ class Pretraining:
         line = loop.losses_line(summary)
         if summary['first_eval_loss'] is not None:
             line += f', eval loss (fixed images and masks) {summary["first_eval_loss"]:.4f} -> {summary["last_eval_loss"]:.4f}'
-        line += f', {summary["images_per_sec"]:.0f} images/s'
+        video = self.spec.num_frames is not None
+        items = 'clips' if video else 'images'
+        line += f', {summary["images_per_sec"]:.0f} {items}/s'
         if summary['skipped_images']:
-            line += f', {summary["skipped_images"]} unreadable images skipped'
-        return line + (
-            f'; in {workdir_path}: checkpoints, metrics.jsonl, tensorboard/, loss_curve.png and images/ (each row: '
-            'original | masked | reconstruction of the masked patches | the same with the visible patches pasted back)'
+            line += f', {summary["skipped_images"]} unreadable {"videos" if video else "images"} skipped'
+        pictures = (
+            '(each clip as three strips of its frames: original, masked, reconstruction with the visible tubes '
+            'pasted back)'
+            if video
+            else '(each row: original | masked | reconstruction of the masked patches | the same with the visible '
+            'patches pasted back)'
+        )
+        return (
+            line
+            + f'; in {workdir_path}: checkpoints, metrics.jsonl, tensorboard/, loss_curve.png and images/ {pictures}'
         )

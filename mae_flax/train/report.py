@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from mae_flax.files import atomic_path, is_remote
+from mae_flax.videomae import pictures
 from mae_flax.visualize import reconstruction_panels, save_grid
 
 
@@ -75,7 +76,10 @@ def read_metrics(path):
 
 
 def save_reconstructions(path, images, pred_pixel_values, masked_indices, spec):
-    """The grid (original | masked | reconstruction | pasted) for standardised images, drawn in pixel colours."""
+    """The grid (original | masked | reconstruction | pasted) for standardised images, drawn in pixel colours; for
+    clips (a video model), the frame strips of mae_flax.videomae.pictures."""
+    if spec.num_frames is not None:
+        return pictures.save_strips(path, images, pred_pixel_values, masked_indices, spec)
     panels = reconstruction_panels(images, pred_pixel_values, masked_indices, spec.patch_size, spec.norm_pix_loss)
     scale = max(1, 128 // images.shape[1])
     return save_grid({name: spec.denormalize(panel) for name, panel in panels.items()}, path, scale=scale)

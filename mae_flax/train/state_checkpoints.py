@@ -189,11 +189,16 @@ def restore_params(directory, abstract_params, step=None):
     """(params, step) of the given step's checkpoint, or the newest that restores: the parameters alone, read as a
     part of the saved state (no optimizer state is read or built), on the default device. UsageError if there is
     none, or none restores."""
-    manager = ocp.CheckpointManager(
-        directory,
-        options=ocp.CheckpointManagerOptions(create=False, read_only=True),
-        item_handlers={'state': ocp.PyTreeCheckpointHandler()},
-    )
+    absl_logger = logging.getLogger('absl')
+    level, absl_logger.level = absl_logger.level, logging.ERROR  # orbax's notes that a read-only manager won't save
+    try:
+        manager = ocp.CheckpointManager(
+            directory,
+            options=ocp.CheckpointManagerOptions(create=False, read_only=True),
+            item_handlers={'state': ocp.PyTreeCheckpointHandler()},
+        )
+    finally:
+        absl_logger.setLevel(level)
     steps = sorted(manager.all_steps(), reverse=True)
     if not steps:
         raise UsageError(f'no checkpoint in {directory}: the run has not saved one yet')

@@ -40,7 +40,7 @@ class StepProgram(NamedTuple):
         """(state, batch) as ShapeDtypeStructs with their shardings: what `train_step.lower` takes."""
         spec = model_spec(config)
         batch = jax.ShapeDtypeStruct(
-            (config.batch_size, *spec.image_size, spec.channels), jnp.uint8, sharding=sharding.batch_sharding(mesh)
+            (config.batch_size, *spec.input_shape), jnp.uint8, sharding=sharding.batch_sharding(mesh)
         )
         return with_shardings(self.abstract_state, self.shardings), batch
 
@@ -73,7 +73,7 @@ def make_train_step(config, graphdef, rest, tx, schedule, mesh):
     grad_fn = jax.value_and_grad(loss_fn)
 
     def train_step(state, batch):
-        images = spec.normalize(batch)  # (b, h, w, c)
+        images = spec.normalize(batch)  # (b, h, w, c), or clips (b, t, h, w, c)
         step, params = state['step'], state['params']
         noise = jax.random.uniform(jax.random.fold_in(state['rng'], step), (images.shape[0], spec.num_patches))
         if accum == 1:
