@@ -2,6 +2,7 @@
 
 import dataclasses
 
+from mae_core import videomae
 from mae_core.spec import PAPER_DECODER, ModelSpec, decode_variant
 
 
@@ -43,6 +44,12 @@ class Preset:
         return package.mae.MAE(encoder=package.vit.ViT(**encoder), **mae)
 
 
+def video_spec(**encoder):
+    """A video-family (VideoMAE) description: transformers' VideoMAEConfig defaults (VideoMAE-B, 16 frames of
+    224px in tubelets of 2 x 16 x 16, a 4-block 384-wide decoder, 90% tube masking) with `encoder` changed."""
+    return ModelSpec(videomae.NAME, videomae.ENCODER_DEFAULTS | encoder, dict(videomae.MAE_DEFAULTS))
+
+
 SMALL_DECODER = dict(decoder_dim=128, decoder_depth=2, decoder_heads=4, decoder_dim_head=32)
 PRESETS = {
     # CPU: ViT-Ti widths (4 blocks) on 32px images with 4px patches (64 patches, 16 visible)
@@ -50,6 +57,28 @@ PRESETS = {
     # GPU/TPU: the MAE paper's models at 224px with its 8-layer, 512-wide decoder (16 heads of 32)
     'vit_b16': Preset('vit_b16', 256, mae_spec('B/16', 224, PAPER_DECODER)),
     'vit_l16': Preset('vit_l16', 128, mae_spec('L/16', 224, PAPER_DECODER)),
+    # VideoMAE-B as the paper pretrains it on Kinetics-400: 16 frames of 224px, 1568 tokens, 156 visible
+    'videomae_b16': Preset('videomae_b16', 32, video_spec()),
+    # CPU: the video_tiny config's model, 8 frames of 32px (256 tokens, 26 visible)
+    'video_tiny': Preset(
+        'video_tiny',
+        16,
+        video_spec(
+            image_size=32,
+            patch_size=4,
+            num_frames=8,
+            hidden_size=96,
+            num_hidden_layers=3,
+            num_attention_heads=3,
+            intermediate_size=192,
+        ).with_fields(  # fmt: skip
+            'mae',
+            decoder_hidden_size=64,
+            decoder_num_hidden_layers=2,
+            decoder_num_attention_heads=4,
+            decoder_intermediate_size=128,
+        ),  # fmt: skip
+    ),
     # for tests: a step of a few milliseconds
     'test': Preset(
         'test',
@@ -94,6 +123,30 @@ def forward_flops_per_image(preset):
     return patch_embedding + encoder + enc_to_dec + decoder + to_pixels
 
 
+def video_forward_flops(spec):
+    """Matmul FLOPs of one VideoMAE forward pass on a clip: the tubelet embedding on every tubelet, the encoder on
+    the visible ones, encoder_to_decoder, the decoder on all, the pixel head on the masked ones."""
+    encoder, mae = spec.encoder, spec.mae
+    tubelet_dim = encoder['tubelet_size'] * encoder['patch_size'] ** 2 * spec.channels
+    tokens = spec.num_frames // encoder['tubelet_size'] * spec.num_patches
+    masked = tokens // spec.num_patches * spec.num_masked
+    visible = tokens - masked
+    width, decoder_width = encoder['hidden_size'], mae['decoder_hidden_size']
+    heads, decoder_heads = encoder['num_attention_heads'], mae['decoder_num_attention_heads']
+    blocks = _transformer_flops(
+        visible, width, encoder['num_hidden_layers'], heads, width // heads, encoder['intermediate_size']
+    )
+    decoder = _transformer_flops(
+        tokens, decoder_width, mae['decoder_num_hidden_layers'], decoder_heads, decoder_width // decoder_heads,
+        mae['decoder_intermediate_size'],
+    )  # fmt: skip
+    embedding, head = 2 * tokens * tubelet_dim * width, 2 * masked * decoder_width * tubelet_dim
+    return embedding + blocks + 2 * visible * width * decoder_width + decoder + head
+
+
 def train_flops_per_image(preset):
-    """Forward + backward: the backward costs two forwards (gradients of activations and of weights)."""
+    """Forward + backward (per image, or per clip for a video model): the backward costs two forwards (gradients
+    of activations and of weights)."""
+    if preset.spec.num_frames is not None:
+        return 3 * video_forward_flops(preset.spec)
     return 3 * forward_flops_per_image(preset)

@@ -51,7 +51,7 @@ class Runner:
 def flax_runner(preset, dtype):
     """mae-train's own step (steps.StepProgram: the jitted, donated step the trainer runs, scanned blocks, its
     AdamW and schedule) on one device, over a fixed uint8 batch; masking noise drawn inside the step."""
-    config = mae_configs.get_config('tiny')
+    config = mae_configs.get_config('tiny' if preset.spec.num_frames is None else 'video_tiny')
     config.model = preset.spec.to_dict()
     config.update(batch_size=preset.batch_size, dtype='bfloat16' if dtype == 'bf16' else 'float32')
     config.optim.update(base_lr=LEARNING_RATE * 256 / preset.batch_size, b1=BETAS[0], b2=BETAS[1])
@@ -59,8 +59,8 @@ def flax_runner(preset, dtype):
     mesh = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
     program = steps.pretrain_program(config, mesh)
     state = jax.jit(program.init, out_shardings=program.shardings)()
-    size = preset.spec.image_size
-    images = jax.random.randint(jax.random.key(3), (preset.batch_size, *size, 3), 0, 256, jnp.int32)
+    shape = (preset.batch_size, *preset.spec.input_shape)  # images (b, h, w, c), or clips (b, t, h, w, c)
+    images = jax.random.randint(jax.random.key(3), shape, 0, 256, jnp.int32)
     images = jax.device_put(images.astype(jnp.uint8), sharding.batch_sharding(mesh))
     train_step = program.train_step
     holder = {'state': state, 'compiled': None}
@@ -98,11 +98,13 @@ def torch_runner(preset, dtype, backend):
         model.parameters(), lr=LEARNING_RATE, betas=BETAS, weight_decay=WEIGHT_DECAY, fused=True
     )
     forward = torch.compile(model) if backend == 'torch_compile' else model
-    images = torch.randn(preset.batch_size, 3, preset.image_size, preset.image_size, device=device)
+    frames = () if preset.spec.num_frames is None else (preset.spec.num_frames,)
+    images = torch.randn(preset.batch_size, *frames, 3, preset.image_size, preset.image_size, device=device)
 
     def step():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == 'bf16'):
-            loss = forward(images)
+            out = forward(images)
+            loss = out[0] if isinstance(out, tuple) else out  # VideoMAE returns (loss, logits)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -293,11 +295,17 @@ def main(argv=None):
     preset = PRESETS[args.preset]
     if args.batch_size is not None:
         preset = dataclasses.replace(preset, batch_size=args.batch_size)
+    backends = args.backends
+    if preset.spec.family != 'vit_pytorch' and 'vit_pytorch' in backends:  # vit-pytorch builds its own family only
+        backends = tuple(backend for backend in backends if backend != 'vit_pytorch')
+        print(f'{preset.name} is a {preset.spec.family}-family model: vit-pytorch has none, its backend is left out')
     results = benchmark(
-        preset, backends=args.backends, dtypes=args.dtypes, steps=args.steps, warmup=args.warmup, rounds=args.rounds
+        preset, backends=backends, dtypes=args.dtypes, steps=args.steps, warmup=args.warmup, rounds=args.rounds
     )
     machine = results['machine']
-    print(f'{preset.name}, batch {preset.batch_size}, {train_flops_per_image(preset) / 1e9:.3f} GFLOP per image')
+    print(
+        f'{preset.name}, batch {preset.batch_size}, {train_flops_per_image(preset) / 1e9:.3f} GFLOP per {"clip" if preset.spec.num_frames else "image"}'
+    )
     print(f'{machine["jax_device"]} ({machine["cpu"]}, {machine["cpus"]} CPUs), torch on {machine["torch_device"]}')
     print(format_table(results, markdown=args.markdown))
     path = write_results(results, args.out or RESULTS_DIR / f'{preset.name}-{machine["jax_platform"]}.json')

@@ -1,6 +1,6 @@
 """The configurations the parity suite runs: together they take every branch of both backends."""
 
-from parity_tests.pairs import official_spec, small_spec
+from parity_tests.pairs import official_spec, small_spec, video_spec
 
 CONFIGS = {
     'cls': small_spec(pool='cls'),
@@ -25,6 +25,9 @@ CONFIGS = {
         in_chans=1, img_size=(32, 48), patch_size=(8, 16), layer_norm_eps=1e-12
     ),
     'official_norm_pix_loss': official_spec(norm_pix_loss=True, decoder_mlp_ratio=2.0),
+    # the video family (VideoMAE): tubelets, tube masking, q and v biases, per-tubelet norm_pix targets; the other
+    # branches against transformers in parity_tests/test_videomae.py
+    'videomae': video_spec(),
 }
 
 IMAGE_KINDS = ('normal', 'low_variance', 'offset')

@@ -7,7 +7,7 @@ from flax import nnx
 
 import mae_flax
 import mae_torch
-from mae_core import ModelSpec, official, vit_pytorch
+from mae_core import ModelSpec, official, videomae, vit_pytorch
 from mae_flax.convert import load_torch_state_dict
 
 # a small MAE that runs in milliseconds
@@ -27,6 +27,19 @@ def _spec(facts, encoder, decoder, changes):
     if unknown:
         raise TypeError(f'not a {facts.NAME} keyword: {sorted(unknown)}')
     return ModelSpec(facts.NAME, encoder, mae)
+
+
+# a small VideoMAE: 4 frames of 16 x 16 in tubelets of 2 x 4 x 4: 2 frame-groups of 16 patches, 32 tokens;
+# mask_ratio 0.75 masks 12 patches a frame, 24 tokens
+VIDEO_ENCODER = dict(image_size=16, patch_size=4, num_channels=3, num_frames=4, tubelet_size=2, hidden_size=32,
+                     num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, use_mean_pooling=False)  # fmt: skip
+VIDEO_DECODER = dict(decoder_hidden_size=16, decoder_num_hidden_layers=2, decoder_num_attention_heads=2,
+                     decoder_intermediate_size=32, mask_ratio=0.75)  # fmt: skip
+
+
+def video_spec(**changes):
+    """A small video-family (VideoMAE) description."""
+    return _spec(videomae, VIDEO_ENCODER, VIDEO_DECODER, changes)
 
 
 def official_spec(**changes):
@@ -61,11 +74,13 @@ def vit_pair(spec, seed=0):
 
 
 def images(kind, config, batch=4, seed=0):
-    """(b, c, h, w) float32 images. 'normal': standard normal. 'low_variance': 0.003 * randn, where a wrong
-    LayerNorm epsilon shows. 'offset': 50 + 0.01 * randn, where a one-pass variance loses its digits."""
+    """(b, c, h, w) float32 images, or (b, t, c, h, w) clips for a video model. 'normal': standard normal.
+    'low_variance': 0.003 * randn, where a wrong LayerNorm epsilon shows. 'offset': 50 + 0.01 * randn, where a
+    one-pass variance loses its digits."""
     generator = torch.Generator().manual_seed(seed)
     height, width = config.image_size
-    x = torch.randn(batch, config.channels, height, width, generator=generator)
+    frames = () if config.num_frames is None else (config.num_frames,)
+    x = torch.randn(batch, *frames, config.channels, height, width, generator=generator)
     scale, offset = {'normal': (1.0, 0.0), 'low_variance': (0.003, 0.0), 'offset': (0.01, 50.0)}[kind]
     return offset + scale * x
 
@@ -75,9 +90,10 @@ def noise(config, batch=4, seed=1):
 
 
 def to_jax(x):
-    """torch (b, c, h, w) images -> jax (b, h, w, c); any other tensor keeps its layout."""
+    """torch (b, c, h, w) images -> jax (b, h, w, c), (b, t, c, h, w) clips -> (b, t, h, w, c); any other tensor
+    keeps its layout."""
     array = x.detach().cpu().numpy()
-    return jnp.asarray(np.moveaxis(array, 1, -1) if array.ndim == 4 else array)
+    return jnp.asarray(np.moveaxis(array, -3, -1) if array.ndim in (4, 5) else array)
 
 
 def to_numpy(x):

@@ -18,7 +18,7 @@ from parity_tests.pairs import images, mae_pair, noise, to_jax, to_numpy
 PREDICTIONS, LOSS = 4 * 2**-7, 5e-3
 
 
-@pytest.mark.parametrize('config_name', ['cls', 'mean', 'single_head', 'norm_pix_loss', 'official'])
+@pytest.mark.parametrize('config_name', ['cls', 'mean', 'single_head', 'norm_pix_loss', 'official', 'videomae'])
 def test_bfloat16_flax_matches_torch_autocast(config_name, devices):
     config = CONFIGS[config_name]
     torch_device = devices[1]

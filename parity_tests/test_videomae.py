@@ -31,7 +31,7 @@ from flax import nnx
 
 import mae_flax
 import mae_torch
-from mae_core import ModelSpec, UsageError, videomae
+from mae_core import UsageError, videomae
 from mae_core.contract import STAGES
 from mae_flax import families
 from mae_flax.convert import load_torch_state_dict, to_torch_state_dict
@@ -41,20 +41,7 @@ from mae_flax.videomae import POOLS, hf, infer
 from mae_flax.videomae.tubes import tube_mask
 from parity_tests import tolerances
 from parity_tests.oracles import transformers
-
-# 4 frames of 16 x 16 in tubelets of 2 x 4 x 4: 2 frame-groups of 16 patches, 32 tokens; mask_ratio 0.75 masks 12
-# patches a frame, 24 tokens
-ENCODER = dict(image_size=16, patch_size=4, num_channels=3, num_frames=4, tubelet_size=2, hidden_size=32,
-               num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, use_mean_pooling=False)  # fmt: skip
-DECODER = dict(decoder_hidden_size=16, decoder_num_hidden_layers=2, decoder_num_attention_heads=2,
-               decoder_intermediate_size=32, mask_ratio=0.75)  # fmt: skip
-
-
-def video_spec(**changes):
-    encoder = ENCODER | {name: value for name, value in changes.items() if name in videomae.ENCODER_FIELDS}
-    mae = DECODER | {name: value for name, value in changes.items() if name in videomae.MAE_FIELDS}
-    return ModelSpec(videomae.NAME, encoder, mae)
-
+from parity_tests.pairs import video_spec
 
 CASES = {
     'norm_pix': video_spec(),

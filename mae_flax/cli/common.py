@@ -122,7 +122,7 @@ MODEL_FLAGS = {
     'img_size': (size, 'official family: e.g. 224 or 224x160 (inferred from pos_embed if square)'),
     'num_heads': (int, 'official family: encoder attention heads (not in the weights)'),
     'decoder_num_heads': (int, 'official family: decoder attention heads (not in the weights)'),
-    'mask_ratio': (float, 'official family: fraction of patches masked (assumed 0.75)'),
+    'mask_ratio': (float, 'official and videomae families: fraction of patches masked (assumed 0.75; videomae 0.9)'),
     'pixel_mean': (
         numbers,
         "per-channel mean the model's inputs were standardised with, e.g. 0.485,0.456,0.406 "

@@ -9,6 +9,7 @@ images and masking noise, in strict float32 (no TF32, no bf16 matmul passes), so
 
 import json
 import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -25,10 +26,12 @@ from mae_flax.cli.common import (
     read_images,
     run_cli,
 )
+from mae_flax.files import videos
 from mae_flax.model_files import read_model, torch_model
 from mae_flax.parity import compare_outputs, flax_outputs, strict_float32, table, torch_outputs
 
 PROG = 'mae-parity'
+VIDEO_STRIDE = 4  # frames between two of a clip, for a video model's --images (VideoMAE's on Kinetics)
 TOLERANCE_HELP = """\
 tolerances: a stage passes when max |torch - flax| <= atol + rtol * max |torch|; "rel diff" is
 max |torch - flax| / max |torch|. Both backends compute in float32 with different summation orders, so a
@@ -50,7 +53,9 @@ def build_parser():
         'checkpoint', metavar='CHECKPOINT', help='torch layout (.pt/.pth/.safetensors), Flax, or a workdir'
     )
     parser.add_argument(
-        '--images', metavar='DIR', help='a folder of images, resized to the model size (default: randn)'
+        '--images',
+        metavar='DIR',
+        help='a folder of images (of videos for a video model), resized to the model size (default: randn)',
     )
     parser.add_argument('--batch', type=int, default=4, help='how many images (default 4)')
     parser.add_argument('--seed', type=int, default=0, help='seed of the random images and the masking noise')
@@ -82,11 +87,23 @@ def devices(name):
 
 
 def input_images(args, spec, batch):
-    """(b, h, w, c) float32 images as the model sees them: the folder's first `batch`, standardised with the
-    model's pixel statistics, or standard normal ones."""
+    """(b, h, w, c) float32 images (clips (b, t, h, w, c) for a video model) as the model sees them: the folder's
+    first `batch`, standardised with the model's pixel statistics, or standard normal ones."""
     if args.images is None:
-        height, width = spec.image_size
-        return np.random.default_rng(args.seed).standard_normal((batch, height, width, spec.channels), np.float32)
+        return np.random.default_rng(args.seed).standard_normal((batch, *spec.input_shape), np.float32)
+    if spec.num_frames is not None:  # a folder of video files: the middle clip of each, a frame every 4
+        folder = Path(args.images)
+        files = (
+            sorted(p for p in folder.iterdir() if p.suffix.lower() in videos.VIDEO_SUFFIXES) if folder.is_dir() else []
+        )
+        if not files:
+            raise UsageError(
+                f'--images {folder}: expected a folder of video files ({", ".join(videos.VIDEO_SUFFIXES)})'
+            )
+        clips = [
+            videos.read_clip(p, spec.num_frames, VIDEO_STRIDE, spec.image_size, spec.channels) for p in files[:batch]
+        ]
+        return spec.normalize(np.stack(clips))
     files = image_files(args.images)[:batch]
     if len(files) < batch:
         note(PROG, f'{args.images} has {len(files)} images, fewer than --batch {batch}: using them all')

@@ -16,6 +16,7 @@ process feeds only its rows of the batch, and only process 0 writes logs and ima
 import collections
 import logging
 import math
+import sys
 import time
 
 import jax
@@ -52,6 +53,16 @@ def check_batch(config, mesh):
             f'config.batch_size {config.batch_size} must be divisible by grad_accum_steps {config.grad_accum_steps} x '
             f'{batch_devices} batch devices (mesh data x fsdp) = {unit}, and by {jax.process_count()} processes'
         )
+
+
+def log_line(step, total_steps, record):
+    """The plain line a run without a terminal logs every log_every steps."""
+    line = f'step {step}/{total_steps}: loss {record["loss"]:.4f}, {record["images_per_sec"]:.0f} images/s'
+    if 'eval_loss' in record:
+        line += f', eval loss {record["eval_loss"]:.4f}'
+    if 'val_top1' in record:
+        line += f', val top-1 {record["val_top1"]:.2f}%'
+    return line
 
 
 class Metrics:
@@ -122,7 +133,10 @@ def _run(task, config, workdir_path, cache, mesh, train_iter):
     start = int(copy_to_host(state['step']))
     writer = report.MetricsWriter(workdir_path) if is_main else None
     preemption = state_checkpoints.Preemption(manager, jax.process_count())
-    progress = tqdm(total=config.total_steps, initial=start, unit='step', disable=not is_main, dynamic_ncols=True)
+    # a bar on a terminal; a plain line every log_every steps where stderr is a file or a pipe (a job's log), not
+    # carriage-return fragments of a bar
+    bar = is_main and sys.stderr.isatty()
+    progress = tqdm(total=config.total_steps, initial=start, unit='step', disable=not bar, dynamic_ncols=True)
     if start == 0 and task.evaluates(0, last=False):
         initial = task.evaluate(state, 0, workdir_path, is_main)
         if writer:
@@ -154,6 +168,8 @@ def _run(task, config, workdir_path, cache, mesh, train_iter):
                 if writer:
                     writer.write(done, record)
                 progress.set_postfix(loss=f'{record["loss"]:.4f}', img_s=f'{record["images_per_sec"]:.0f}')
+                if is_main and not bar:
+                    print(log_line(done, config.total_steps, record), file=sys.stderr, flush=True)
             elif task.evaluates(done, last):
                 evaluation = task.evaluate(state, done, workdir_path, is_main)
                 if writer:

@@ -185,3 +185,11 @@ def test_a_read_only_workdir_or_out_folder_is_one_line_and_the_files_stay(smoke_
     assert result.returncode == 2 and 'Traceback' not in result.stderr, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1].startswith('mae-convert: error: cannot write ')
     assert not any(out.iterdir())
+
+
+def test_a_log_without_a_terminal_has_a_plain_line_per_log_window(smoke_run):
+    # the smoke run's stderr is a pipe: no progress bar's carriage-return fragments, a line every log_every (1) steps
+    stderr = smoke_run[1].stderr
+    lines = [line for line in stderr.splitlines() if line.startswith('step ')]
+    assert '\r' not in stderr and len(lines) == 12
+    assert lines[-1].startswith('step 12/12: loss ') and 'images/s' in lines[-1] and 'eval loss' in lines[-1]

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from mae_core.errors import UsageError
-from mae_flax.cli import convert, reconstruct
+from mae_flax.cli import convert, parity, reconstruct
 from mae_flax.configs import mae
 from mae_flax.files import videos
 from mae_flax.model_files import read_model
@@ -160,3 +160,15 @@ def test_the_run_s_weights_give_transformers_the_same_loss_and_reconstruct_in_bo
     assert 'clips of 4 frames (every 2)' in printed['flax']
     flax_loss, torch_loss = (re.search(r'^loss (\S+)', printed[backend], re.M)[1] for backend in ('flax', 'torch'))
     assert flax_loss == torch_loss  # printed to 4 decimals: the same clip, mask and weights in both backends
+
+
+def test_mae_parity_passes_on_the_video_run_with_random_clips_and_video_files(video_run, tmp_path, capsys):
+    workdir, _ = video_run
+    assert parity.main([str(workdir), '--grads']) == 0
+    assert capsys.readouterr().out.strip().endswith('all pass')
+    folder = tmp_path / 'videos'
+    folder.mkdir()
+    write_video(folder / 'a.mp4', moving_frames(24))
+    assert parity.main([str(workdir), '--images', str(folder), '--batch', '1']) == 0
+    out = capsys.readouterr().out
+    assert '1 images from' in out and out.strip().endswith('all pass')
