@@ -9,6 +9,7 @@ a wrong table, a dropped bias or a swapped norm is off by 1e-2 or more.
 
 import json
 import os
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -20,10 +21,12 @@ import pytest
 import safetensors.numpy
 import torch
 from flax import nnx
+from PIL import Image
 
 import mae_flax
 from mae_core.errors import UsageError
 from mae_core.resample import resample_grid
+from mae_flax.cli import parity, reconstruct
 from mae_flax.convert import load_torch_state_dict, to_torch_state_dict
 from mae_flax.model_files import read_model, write_model
 from parity_tests.oracles import transformers
@@ -247,3 +250,19 @@ def test_a_file_s_own_table_is_resampled_for_another_resolution_not_replaced(tmp
     np.testing.assert_array_equal(table[0, 0], own[0, 0])  # the cls row as it was
     expected = resample_grid(own[0, 1:].reshape(4, 4, -1), (8, 8)).reshape(64, -1)
     np.testing.assert_allclose(table[0, 1:], expected, rtol=1e-6, atol=1e-6)  # float32 bicubic, the same kernel
+
+
+def test_mae_parity_and_mae_reconstruct_take_a_transformers4_folder_with_its_zero_table(tmp_path, capsys):
+    # the torch twin gets the folder's weights in upstream's names and its zero table, through the converter
+    folder = FIXTURES / 'vitmae_from_config'
+    assert parity.main([str(folder), '--grads']) == 0
+    assert capsys.readouterr().out.strip().endswith('all pass')
+    image = tmp_path / 'image.png'
+    Image.fromarray((np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)).save(image)
+    for backend in ('flax', 'torch'):
+        assert (
+            reconstruct.main([str(folder), str(image), '--out', str(tmp_path / f'{backend}.png'), '--backend', backend])
+            == 0
+        )
+    losses = re.findall(r'^loss (\S+)', capsys.readouterr().out, re.M)
+    assert len(losses) == 2 and losses[0] == losses[1]  # the same zero table on both sides

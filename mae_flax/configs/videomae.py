@@ -1,7 +1,7 @@
 """Pretraining configs of the video family (VideoMAE: MCG-NJU/VideoMAE's PretrainVisionTransformer, transformers'
 VideoMAEForPreTraining): tube masking of 90% of each frame's patches, tubelets of 2 frames, norm_pix_loss.
 
-Variants: `video_tiny` (the embedded default, panned photographs: a few minutes on a 2-core CPU), `video_smoke`
+Variants: `video_tiny` (the embedded default, panned photographs: 75 s on a 2-core CPU), `video_smoke`
 (the tests' seconds-long run) and `videomae_b16` (VideoMAE-B on Kinetics-400 as the paper: 16 frames every 4 at
 224px, batch 512 (the paper's 64 GPUs x 8), 800 epochs of 240k videos, bf16; data.source required: a folder of video
 files). Every image config's field applies; `data.frame_stride` is the frames between two a clip takes

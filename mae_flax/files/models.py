@@ -299,9 +299,13 @@ def torch_model(loaded):
     except ImportError as error:
         raise UsageError(f'the torch side needs torch: pip install "twin-mae[torch]" ({error})') from error
     model = families.build_torch(loaded.spec)
+    family, arrays = families.get(loaded.spec.family), loaded.torch_arrays
+    detected = family.detect(arrays)
+    if detected is not None and detected[1] != family.layouts[0]:  # HuggingFace's names: the twin has upstream's
+        arrays = to_torch_state_dict(loaded.model)  # through the converter, bit-exact both ways (tested)
     state_dict = {
         key: value if isinstance(value, torch.Tensor) else torch.from_numpy(np.array(value))
-        for key, value in loaded.torch_arrays.items()
+        for key, value in arrays.items()
     }
     try:
         model.load_state_dict(state_dict)

@@ -172,3 +172,7 @@ def test_mae_parity_passes_on_the_video_run_with_random_clips_and_video_files(vi
     assert parity.main([str(workdir), '--images', str(folder), '--batch', '1']) == 0
     out = capsys.readouterr().out
     assert '1 images from' in out and out.strip().endswith('all pass')
+    # a HuggingFace folder: the torch twin gets upstream's names through the converter
+    assert convert.main([str(workdir), str(tmp_path / 'hf'), '--to', 'hf']) == 0
+    assert parity.main([str(tmp_path / 'hf')]) == 0
+    assert capsys.readouterr().out.strip().endswith('all pass')
