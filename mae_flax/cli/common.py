@@ -166,8 +166,16 @@ def read_images(paths, image_size, channels, prog):
     for path in paths:
         image = images.read_file(path, channels)
         if image.size != (width, height):
-            note(prog, f'resized {path} from {image.height}x{image.width} to {height}x{width}, the model size')
-            image = image.resize((width, height), Image.Resampling.BICUBIC)
+            # the photo's aspect kept: the centre crop of the model's aspect, then resized to the model's size
+            scale = min(image.width / width, image.height / height)
+            crop_width, crop_height = round(width * scale), round(height * scale)
+            left, top = (image.width - crop_width) // 2, (image.height - crop_height) // 2
+            box = (left, top, left + crop_width, top + crop_height)
+            cropped = (
+                '' if (crop_width, crop_height) == image.size else f'centre-cropped to {crop_height}x{crop_width} and '
+            )
+            note(prog, f'{cropped}resized {path} from {image.height}x{image.width} to {height}x{width}, the model size')
+            image = image.resize((width, height), Image.Resampling.BICUBIC, box=box)
         arrays.append((np.asarray(image, dtype=np.float32) / 255).reshape(height, width, channels))
     return np.stack(arrays)
 

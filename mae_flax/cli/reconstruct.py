@@ -20,6 +20,7 @@ import numpy as np
 from flax import nnx
 
 from mae_core.errors import UsageError
+from mae_flax import heldout
 from mae_flax.cli.common import add_model_flags, flag, given_flags, make_parser, masking_noise, read_images, run_cli
 from mae_flax.files import videos
 from mae_flax.model_files import read_model, torch_model
@@ -43,7 +44,9 @@ def build_parser():
     parser.add_argument('--out', required=True, help='the PNG to write')
     parser.add_argument('--backend', choices=('flax', 'torch'), default='flax', help='which model runs (default flax)')
     parser.add_argument('--seed', type=int, default=0, help='seed of the masking noise (default 0)')
-    parser.add_argument('--scale', type=int, default=1, help='enlarge the grid this many times (default 1)')
+    parser.add_argument(
+        '--scale', type=int, help='enlarge the grid this many times (default: panels of at least 128 pixels)'
+    )
     parser.add_argument(*flag('--step'), type=int, help='with a workdir: which checkpoint (default: the latest)')
     parser.add_argument(
         *flag('--frame_stride'), type=int, default=4, help="video models: frames between a clip's two (default 4)"
@@ -77,7 +80,7 @@ def main(argv=None):
     for image in args.images:
         if out.exists() and Path(image).exists() and out.samefile(image):
             raise UsageError(f'--out {out} is one of the input images ({image}): write the grid to another file')
-    if args.scale < 1:
+    if args.scale is not None and args.scale < 1:
         raise UsageError(f'--scale must be at least 1, got {args.scale}')
     loaded = read_model(args.checkpoint, given_flags(args), step=args.step)
     loaded.needs_decoder('mae-reconstruct')
@@ -86,19 +89,28 @@ def main(argv=None):
         raise UsageError(f'{args.checkpoint} is an encoder without an MAE decoder: it cannot reconstruct')
     if spec.num_frames is not None:
         return reconstruct_clips(loaded, args, out)
-    images = spec.normalize(read_images(args.images, spec.image_size, spec.channels, PROG))
+    photos = read_images(args.images, spec.image_size, spec.channels, PROG)  # pixels in [0, 1]
+    images = spec.normalize(photos)
     noise = masking_noise(args.seed, len(images), spec.num_patches)
 
     loss, pred, masked_indices = reconstruct(loaded, images, noise, args.backend)
     panels = reconstruction_panels(images, pred, masked_indices, spec.patch_size, norm_pix_loss=spec.norm_pix_loss)
     pixels = {name: spec.denormalize(panel) for name, panel in panels.items()}
-    save_grid(pixels, out, scale=args.scale)
+    scale = args.scale or max(1, -(-128 // min(spec.image_size)))  # a size a person can look at
+    save_grid(pixels, out, scale=scale)
     # the pasted panel is the original on the visible patches: its squared error is all on the masked ones
     masked_fraction = masked_indices.shape[1] / noise.shape[1]
     pixel_mse = float(np.mean((pixels['reconstruction_pasted'] - pixels['original']) ** 2)) / masked_fraction
     print(f'{out}: {len(images)} images, {masked_indices.shape[1]} of {noise.shape[1]} patches masked ', end='')
     print(f'(masking_ratio {spec.masking_ratio}, seed {args.seed}, {args.backend})')
     print(f"loss {loss:.4f} (the model's, in its standardised pixels); pixel MSE {pixel_mse:.4f} on the masked patches")
+    figures = heldout.figures(photos, heldout.pixel_predictions(pred, spec), masked_indices, spec.patch_size)
+    model = figures['heldout_ratio']
+    said = f'{model:.2f}' if model is not None else 'not available (a norm_pix_loss model predicts no pixels)'
+    print(
+        f"masked-patch error / the mean colour fill's: {said}; a blur of the visible patches: "
+        f'{figures["blur_ratio"]:.2f} (lower is better)'
+    )
     return 0
 
 
@@ -116,7 +128,7 @@ def reconstruct_clips(loaded, args, out):
     clips = spec.normalize(clips)
     noise = masking_noise(args.seed, len(clips), spec.num_patches)  # one spatial mask per clip, over every tubelet
     loss, pred, masked_indices = reconstruct(loaded, clips, noise, args.backend)
-    pictures.save_strips(out, clips, pred, masked_indices, spec, scale=args.scale if args.scale > 1 else None)
+    pictures.save_strips(out, clips, pred, masked_indices, spec, scale=args.scale)
     panels = pictures.clip_panels(clips, pred, masked_indices, spec)
     masked_fraction = masked_indices.shape[1] / (noise.shape[1] * spec.num_frames // spec.encoder['tubelet_size'])
     pixel_mse = float(np.mean((panels['reconstruction_pasted'] - panels['original']) ** 2)) / masked_fraction

@@ -43,9 +43,12 @@ def base(model):
     # shards of encoded images (a .array_record file, a glob of them, or a folder holding them: see mae-prepare).
     # workers: processes making batches (0: this one); num_threads and prefetch (batches) are per process; draft:
     # decode JPEGs reduced by up to 8x where the crop allows (faster, not bitwise the full-resolution crop)
+    # color_permute / color_invert: the probability that a crop's colour channels are shuffled / inverted (for a
+    # few photographs, which are otherwise memorised; 0: off, not in the stream)
     config.data = dict(
-        source='default', crop_scale=(0.2, 1.0), flip=True, num_threads=4, prefetch=8, workers=0, draft=False
-    )
+        source='default', crop_scale=(0.2, 1.0), flip=True, num_threads=4, prefetch=8, workers=0, draft=False,
+        color_permute=0.0, color_invert=0.0,
+    )  # fmt: skip
     # -1: every device not taken by the other axis; fsdp_min_size: parameters of fewer elements (per block: norm
     # scales, biases) stay replicated, gathering them costs more than it saves
     config.mesh = dict(data=-1, fsdp=1, fsdp_min_size=2**16)

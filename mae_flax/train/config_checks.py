@@ -10,6 +10,7 @@ from mae_core.errors import UsageError
 from mae_core.spec import ModelSpec
 from mae_flax import families
 from mae_flax.stack import REMAT_POLICIES
+from mae_flax.train.data import augment
 
 DTYPES = ('float32', 'bfloat16', 'float16')
 
@@ -115,6 +116,8 @@ def check(config):
     """The run's ModelSpec, once every field of `config` (an ml_collections.ConfigDict) is known to be valid."""
     for name, check_field in CHECKS.items():
         check_field(f'config.{name}', _get(config, name))
+    for name in augment.COLOR_FIELDS:  # pretraining's colour augmentations (older configs have none: off)
+        _ratio(f'config.data.{name}', config.data.get(name, 0.0))
     spec = check_model(config)
     if spec.mae is None:
         raise UsageError('config.model.mae is empty: mae-train pretrains an MAE, it needs the decoder keywords')

@@ -60,6 +60,9 @@ def log_line(step, total_steps, record):
     line = f'step {step}/{total_steps}: loss {record["loss"]:.4f}, {record["images_per_sec"]:.0f} images/s'
     if 'eval_loss' in record:
         line += f', eval loss {record["eval_loss"]:.4f}'
+    if 'blur_ratio' in record:
+        model = record.get('heldout_ratio')
+        line += f', held-out photos {"n/a" if model is None else f"{model:.2f}"} (blur {record["blur_ratio"]:.2f})'
     if 'val_top1' in record:
         line += f', val top-1 {record["val_top1"]:.2f}%'
     return line

@@ -31,7 +31,7 @@ from mae_core.errors import UsageError
 from mae_flax.cli.common import USAGE_ERROR, WRITE_ERRNOS
 from mae_flax.quiet import OrbaxEchoes
 
-DEFAULT_CONFIG = str(Path(mae_flax.configs.__file__).parent / 'mae.py') + ':tiny'
+DEFAULT_CONFIG = str(Path(mae_flax.configs.__file__).parent / 'mae.py') + ':photos'
 
 FLAGS = {}  # name -> absl flag holder, once define_flags() ran
 

@@ -10,7 +10,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from mae_core.errors import UsageError
-from mae_flax import families, fixed_tables
+from mae_flax import families, fixed_tables, heldout
 from mae_flax.convert import load_torch_state_dict
 from mae_flax.files import hf_folders, hub, weights
 from mae_flax.train import config_checks, data, loop, report, sharding, steps, workdir
@@ -96,6 +96,7 @@ class Pretraining:
         self.config = config_checks.filled(config, spec)
         self.spec, self.init_from, self.workdir = spec, init_from, workdir_path
         self.eval_batch, self.state_dict, self.tables = None, None, {}
+        self.heldout = None  # (pixels, noise) of the held-out photos (mae_flax.heldout), for an image model
         if workdir.has_checkpoints(workdir_path):  # resumed: the workdir's tables (--init_from is not read)
             self.tables = workdir.read_tables(workdir_path)
         elif init_from:
@@ -115,10 +116,11 @@ class Pretraining:
                 self.source, config.data, spec, config.seed, config.batch_size, process_index, process_count
             )
         self.source = data.make_source(config.data.source, spec.image_size, spec.channels)
-        if config.num_eval_images:  # 0: no reconstruction grids, no eval loss
+        if config.num_eval_images:  # 0: no reconstruction grids, no eval loss, no held-out figure
             self.eval_batch = data.eval_images(
                 self.source, config.data, spec.image_size, config.seed + 1, config.num_eval_images
             )
+            self.heldout = heldout.masked_batch(heldout.crops(spec.image_size, spec.channels), spec.num_patches)
         return data.train_iterator(
             self.source, config.data, spec.image_size, config.seed, config.batch_size, process_index, process_count
         )
@@ -168,7 +170,21 @@ class Pretraining:
                 masked_indices,
                 spec,
             )
-        return dict(eval_loss=float(loss))
+        return dict(eval_loss=float(loss)) | self.heldout_figures(state)
+
+    def heldout_figures(self, state):
+        """{'heldout_ratio', 'blur_ratio'}: how the model fills the masked patches of photographs it never trained
+        on, against the mean colour fill, beside a training-free blur's (mae_flax.heldout); the model's figure only
+        from pixel predictions (a norm_pix_loss model has none)."""
+        if self.heldout is None:
+            return {}
+        pixels, noise = self.heldout
+        inputs = (sharding.put_global(pixels, sharding.replicated(self.mesh)), noise)
+        _, pred, masked_indices = copy_to_host(self.eval_step(state['params'], *inputs))
+        figures = heldout.figures(
+            pixels, heldout.pixel_predictions(pred, self.spec), masked_indices, self.spec.patch_size
+        )
+        return {name: value for name, value in figures.items() if value is not None}
 
     def summarize(self, records, workdir_path, is_main):
         """What the summary adds: the eval losses of the first and last evaluations, skipped images; process 0
@@ -176,16 +192,26 @@ class Pretraining:
         if records and is_main:
             report.save_loss_curve(records, workdir_path / 'loss_curve.png')
         eval_losses = [r['eval_loss'] for r in records.values() if 'eval_loss' in r]
+        figures = [r for r in records.values() if 'blur_ratio' in r]
         return dict(
             first_eval_loss=eval_losses[0] if eval_losses else None,
             last_eval_loss=eval_losses[-1] if eval_losses else None,
             skipped_images=len(getattr(self.source, 'skipped', ())),
+            heldout_ratio=figures[-1].get('heldout_ratio') if figures else None,
+            blur_ratio=figures[-1]['blur_ratio'] if figures else None,
         )
 
     def summary_line(self, summary, workdir_path):
         line = loop.losses_line(summary)
         if summary['first_eval_loss'] is not None:
             line += f', eval loss (fixed images and masks) {summary["first_eval_loss"]:.4f} -> {summary["last_eval_loss"]:.4f}'
+        if summary.get('blur_ratio') is not None:
+            model = summary['heldout_ratio']
+            said = f'{model:.2f}' if model is not None else 'not available (norm_pix_loss predicts no pixels)'
+            line += (
+                f"; on held-out photos the reconstruction's masked-patch error is {said} of the mean colour fill's "
+                f'(a blur of the visible patches: {summary["blur_ratio"]:.2f}; lower is better)'
+            )
         video = self.spec.num_frames is not None
         items = 'clips' if video else 'images'
         line += f', {summary["images_per_sec"]:.0f} {items}/s'

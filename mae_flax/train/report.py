@@ -90,16 +90,28 @@ def _ticks(low, high, count=5):
 
 
 def save_loss_curve(records, path, size=(720, 420)):
-    """Training loss (and the fixed-batch eval loss, where logged) against step, as a PNG; PIL only."""
-    image = curve(
+    """Training loss (and the fixed-batch eval loss, where logged) against step, and beside it, where logged, the
+    held-out photos' figure and the training-free blur's (mae_flax.heldout), as a PNG; PIL only."""
+    losses = curve(
         records,
         [('loss', 'train loss', 'line'), ('eval_loss', 'eval loss (fixed images and masks)', 'dots')],
         'MAE pretraining: reconstruction loss of the masked patches',
         'loss (MSE, standardised pixels)',
         size,
     )
-    if image is None:
+    heldout = curve(
+        records,
+        [('heldout_ratio', 'the model', 'line+dots'), ('blur_ratio', 'a blur of the visible patches', 'line')],
+        "held-out photos: masked-patch error / the mean colour fill's",
+        'ratio (lower is better)',
+        size,
+    )
+    panels = [panel for panel in (losses, heldout) if panel is not None]
+    if not panels:
         return None
+    image = Image.new('RGB', (sum(panel.width for panel in panels), size[1]), 'white')
+    for i, panel in enumerate(panels):
+        image.paste(panel, (i * size[0], 0))
     with atomic_path(path) as tmp:
         image.save(tmp, format='PNG')
     return path

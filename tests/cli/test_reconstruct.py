@@ -2,6 +2,7 @@
 mae-train reads them."""
 
 import io
+import re
 import struct
 import zlib
 
@@ -17,11 +18,14 @@ from mae_flax.train import data
 from tests.cli.conftest import TINY, TINY_FLAGS, assert_one_line_error, run_command
 
 PATCH, SIZE = 8, 32
+SCALE = 4  # mae-reconstruct enlarges 32 px panels to 128 px by default
 
 
 def panels(path):
     """The PNG as (rows, 4 panels, h, w, 3) int."""
-    return rearrange(np.asarray(Image.open(path)).astype(int), '(b h) (k w) c -> b k h w c', h=SIZE, w=SIZE)
+    # drawn enlarged (panels of 128 px and up): every SCALE-th pixel is the model's
+    pixels = np.asarray(Image.open(path)).astype(int)[::SCALE, ::SCALE]
+    return rearrange(pixels, '(b h) (k w) c -> b k h w c', h=SIZE, w=SIZE)
 
 
 def patch_grid(image):
@@ -48,9 +52,13 @@ def grids(flax_checkpoint, wrapped_checkpoint, image_dir, tmp_path_factory):
 def test_grid_has_one_row_per_image_and_four_panels(grids, backend):
     result, path = grids[backend]
     assert result.returncode == 0, result.stderr
-    assert 'resized' in result.stderr and 'b.png from 48x40 to 32x32' in result.stderr
-    with Image.open(path) as image:
-        assert image.format == 'PNG' and image.size == (4 * SIZE, 2 * SIZE)
+    # the photo's aspect kept: its centre square, then the model's size
+    assert 'centre-cropped to 40x40 and resized' in result.stderr and 'b.png from 48x40 to 32x32' in result.stderr
+    with Image.open(path) as image:  # panels enlarged to a size a person can look at: 128 px and up
+        assert image.format == 'PNG' and image.size == (4 * SCALE * SIZE, 2 * SCALE * SIZE)
+    assert re.search(
+        r"masked-patch error / the mean colour fill's: [\d.]+; a blur of the visible patches: [\d.]+", result.stdout
+    )
 
 
 def test_panels_differ_where_they_should(grids):

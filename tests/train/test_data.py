@@ -1,5 +1,6 @@
 """The input pipeline: sources, skipping unreadable files, sharding by process, resumable iteration."""
 
+import itertools
 import os
 import time
 import warnings
@@ -367,3 +368,21 @@ def test_bad_data_fields_are_refused_naming_the_field(field, value, message):
     config.data[field] = value
     with pytest.raises(UsageError, match=message):
         config_checks.check(config)
+
+
+def test_colour_augmentations_are_off_by_default_and_recolour_the_same_crops_when_on():
+    source = data.ArrayImages(np.random.default_rng(0).integers(0, 256, (4, 24, 24, 3), np.uint8))
+    config = mae.get_config('smoke').data
+    assert config.color_permute == 0 and config.color_invert == 0  # the recipes' default: not in the stream
+
+    def first(**colour):
+        colour_config = config.copy_and_resolve_references()
+        colour_config.update(colour)
+        stream = data.crops(source, colour_config, 16, seed=0)
+        return np.stack([stream[k] for k in range(6)])
+
+    plain = first()
+    np.testing.assert_array_equal(first(color_invert=1.0), 255 - plain)  # the same crops, inverted
+    permuted = first(color_permute=1.0)
+    for k in range(6):  # each crop's channels, shuffled as a whole
+        assert any(np.array_equal(permuted[k], plain[k][..., order]) for order in itertools.permutations(range(3)))

@@ -64,12 +64,13 @@ def test_reconstruct_on_the_export_needs_no_flags_and_sees_what_training_saw(exp
     # on the same images (observed 0.69 vs 0.77; a mask of 12 patches in 16 moves it by ~10%); factor 1.5
     trainer_loss = eval_losses(workdir)[STEPS]
     assert trainer_loss / 1.5 <= loss <= 1.5 * trainer_loss, (loss, trainer_loss)
-    # in pixels: well below a flat grey picture's error (observed 0.035 vs 0.066). Images fed unstandardised, as
-    # mae-reconstruct did before it read the model description, score ~0.5: worse than grey
+    # in pixels: below a flat grey picture's error (observed 0.080 vs 0.094 on the training photos' crops, textures
+    # such as gravel and brick among them). Images fed unstandardised, as mae-reconstruct did before it read the
+    # model description, score ~0.5: five times grey's
     pixels = np.stack([np.asarray(Image.open(p), np.float32) / 255 for p in image_paths])
     grey_mse = float(np.mean((pixels - 0.5) ** 2))
-    assert pixel_mse <= 0.7 * grey_mse, (pixel_mse, grey_mse)
-    assert Image.open(tmp_path / 'grid.png').size == (4 * 16, len(image_paths) * 16)
+    assert pixel_mse <= grey_mse, (pixel_mse, grey_mse)
+    assert Image.open(tmp_path / 'grid.png').size == (4 * 16 * 8, len(image_paths) * 16 * 8)  # enlarged to 128 px
 
 
 def test_parity_on_the_export_needs_no_flags_and_passes(exported):

@@ -1,4 +1,6 @@
-"""Augmentations of the training stream: random-resized crop and horizontal flip (facebookresearch/mae's)."""
+"""Augmentations of the training stream: random-resized crop and horizontal flip (facebookresearch/mae's), and
+for little data, colour augmentations (config.data.color_permute, color_invert): off (0) in the ImageNet recipes,
+and then not in the pipeline at all, so the stream is bitwise what it was without them."""
 
 import math
 
@@ -48,3 +50,29 @@ class RandomResizedCropFlip(grain.transforms.RandomMap):
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         image = np.asarray(image, dtype=np.uint8)
         return image[..., None] if image.ndim == 2 else image  # (h, w, c)
+
+
+COLOR_FIELDS = ('color_permute', 'color_invert')
+
+
+def color_enabled(data_config):
+    return any(data_config.get(name, 0.0) > 0 for name in COLOR_FIELDS)
+
+
+class ColorAugment(grain.transforms.RandomMap):
+    """uint8 (h, w, c) -> the same crop with its colour channels shuffled (a uniformly drawn permutation, the
+    identity included) with probability `permute`, and inverted (255 - x) with probability `invert`; one-channel
+    crops are only inverted. A few photographs are memorised within a few hundred steps; under these each becomes
+    twelve pictures of the same shapes in other colours, and what is left to learn is how shapes continue, not
+    which colour a place of a given photograph has."""
+
+    def __init__(self, permute=0.0, invert=0.0):
+        self.permute, self.invert = permute, invert
+
+    def random_map(self, element, rng):
+        image = element
+        if image.shape[-1] > 1 and rng.random() < self.permute:
+            image = image[..., rng.permutation(image.shape[-1])]
+        if rng.random() < self.invert:
+            image = 255 - image
+        return np.ascontiguousarray(image, dtype=np.uint8)

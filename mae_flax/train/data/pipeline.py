@@ -15,7 +15,7 @@ import numpy as np
 from absl import flags
 
 from mae_core.errors import UsageError
-from mae_flax.train.data.augment import RandomResizedCropFlip
+from mae_flax.train.data.augment import ColorAugment, RandomResizedCropFlip, color_enabled
 from mae_flax.train.data.sources import DEFAULT_CROPS_PER_PHOTO, PhotoSource
 
 
@@ -26,7 +26,12 @@ def crops(source, data_config, image_size, seed):
     if isinstance(source, PhotoSource):
         dataset = dataset.repeat(DEFAULT_CROPS_PER_PHOTO)
     transform = RandomResizedCropFlip(source, image_size, data_config.crop_scale, data_config.flip, data_config.draft)
-    return dataset.seed(seed).shuffle().repeat(None).random_map(transform)
+    stream = dataset.seed(seed).shuffle().repeat(None).random_map(transform)
+    if color_enabled(data_config):  # off: not in the stream at all (bitwise the stream without it)
+        stream = stream.random_map(
+            ColorAugment(data_config.get('color_permute', 0.0), data_config.get('color_invert', 0.0))
+        )
+    return stream
 
 
 def train_iterator(source, data_config, image_size, seed, global_batch, process_index, process_count):

@@ -15,26 +15,17 @@ from pathlib import Path
 
 import grain
 import numpy as np
-import skimage
 from PIL import Image
 
 from mae_core.errors import UsageError
 from mae_core.fields import pair
+from mae_flax import photos
 from mae_flax.files import atomic_path
 from mae_flax.files.images import IMAGE_SUFFIXES, UNREADABLE, decode, describe_range, to_8bit
 from mae_flax.train.data import digits
 
-# real photographs that ship inside scikit-image: no download
-DEFAULT_PHOTOS = (
-    'astronaut.png',
-    'coffee.png',
-    'chelsea.png',
-    'rocket.jpg',
-    'hubble_deep_field.jpg',
-    'ihc.png',
-    'retina.jpg',
-    'motorcycle_left.png',
-)
+# real photographs that ship inside scikit-image (no download), without the ones held out to measure the run
+DEFAULT_PHOTOS = photos.TRAINING
 DEFAULT_CROPS_PER_PHOTO = 256  # the default "epoch": this many random crops of each photo
 
 
@@ -67,14 +58,14 @@ class ArrayImages(DecodedSource):
 
 
 class PhotoSource(DecodedSource):
-    """The embedded default: scikit-image's photographs, decoded once and shrunk to a few times the crop size."""
+    """The embedded default: scikit-image's photographs (mae_flax.photos.TRAINING: never the held-out ones), decoded
+    once and shrunk to a few times the crop size."""
 
     def __init__(self, image_size, channels):
-        folder = Path(skimage.__file__).parent / 'data'
         self.images = []
         for name in DEFAULT_PHOTOS:
-            with Image.open(folder / name) as image:
-                image = to_8bit(image, channels, folder / name)
+            with Image.open(photos.path(name)) as image:
+                image = to_8bit(image, channels, photos.path(name))
                 # shortest side 4x the crop: crops stay sharp, resizing them stays cheap
                 factor = min(1.0, 4 * max(pair(image_size)) / min(image.size))
                 self.images.append(image.resize((round(image.width * factor), round(image.height * factor))))
