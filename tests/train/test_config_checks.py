@@ -103,8 +103,8 @@ def test_help_lists_the_command_s_flags_variants_and_overrides():
     [
         ('--config.nonexistent=1', "--config.nonexistent: the config has no field 'nonexistent'"),
         (
-            '--config.model.encoder.dimm=3',
-            '--config.model.encoder.dimm: the config has no field \'dimm\'. Did you mean "dim"',
+            '--config.model.encoder.embed_dimm=3',  # the default config's model is the official family's
+            '--config.model.encoder.embed_dimm: the config has no field \'embed_dimm\'. Did you mean "embed_dim"',
         ),
         (f'--config={REPO}/mae_flax/configs/mae.py:nope', "unknown config variant 'nope': expected one of tiny"),
     ],

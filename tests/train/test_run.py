@@ -39,7 +39,7 @@ def test_reconstruction_grids_show_four_panels_per_image(smoke_run):
     assert grid.shape == (512, 512, 3)
     original, masked = grid[:, :128].astype(int), grid[:, 128:256].astype(int)
     assert np.abs(original - masked).mean() > 1  # the masked panel hides something
-    assert Image.open(workdir / 'loss_curve.png').size == (720, 420)
+    assert Image.open(workdir / 'loss_curve.png').size == (2 * 720, 420)  # the loss, and the held-out figure
 
 
 def test_learning_rate_follows_warmup_then_cosine(smoke_run):
