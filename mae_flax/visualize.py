@@ -48,17 +48,27 @@ def grid_image(panels, scale=1):
 
     Each row is scaled to [0, 255] by its original's range, so predictions are drawn in the original's colours.
     """
-    columns = [np.asarray(panels[name], dtype=np.float32) for name in PANELS]
-    low = columns[0].min(axis=(1, 2, 3), keepdims=True)
-    high = columns[0].max(axis=(1, 2, 3), keepdims=True)
-    columns = [np.clip((column - low) / np.maximum(high - low, 1e-12), 0, 1) for column in columns]
-    grid = rearrange(np.stack(columns), 'k b h w c -> (b h) (k w) c')
-    if grid.shape[-1] == 1:
-        grid = np.repeat(grid, 3, axis=-1)
-    grid = (grid * 255).round().astype(np.uint8)
+    columns = scaled_by_first([panels[name] for name in PANELS])
+    return to_rgb8(rearrange(np.stack(columns), 'k b h w c -> (b h) (k w) c'), scale)
+
+
+def scaled_by_first(panels):
+    """Panels (b, ...) -> the same in [0, 1], each item scaled by the first panel's range (its original's), so
+    that predictions are drawn in the original's colours."""
+    panels = [np.asarray(panel, dtype=np.float32) for panel in panels]
+    axes = tuple(range(1, panels[0].ndim))
+    low, high = panels[0].min(axis=axes, keepdims=True), panels[0].max(axis=axes, keepdims=True)
+    return [np.clip((panel - low) / np.maximum(high - low, 1e-12), 0, 1) for panel in panels]
+
+
+def to_rgb8(image, scale=1):
+    """(h, w, c) in [0, 1], c 1 or 3 -> uint8 RGB, each pixel drawn `scale` x `scale`."""
+    if image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=-1)
+    image = (image * 255).round().astype(np.uint8)
     if scale > 1:
-        grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
-    return grid
+        image = image.repeat(scale, axis=0).repeat(scale, axis=1)
+    return image
 
 
 def save_grid(panels, path, scale=1):

@@ -106,15 +106,7 @@ def save_loss_curve(records, path, size=(720, 420)):
         'ratio (lower is better)',
         size,
     )
-    panels = [panel for panel in (losses, heldout) if panel is not None]
-    if not panels:
-        return None
-    image = Image.new('RGB', (sum(panel.width for panel in panels), size[1]), 'white')
-    for i, panel in enumerate(panels):
-        image.paste(panel, (i * size[0], 0))
-    with atomic_path(path) as tmp:
-        image.save(tmp, format='PNG')
-    return path
+    return save_side_by_side((losses, heldout), path, size)
 
 
 def save_classify_curve(records, path, command, size=(600, 400)):
@@ -130,7 +122,12 @@ def save_classify_curve(records, path, command, size=(600, 400)):
         size,
     )
     accuracy = curve(records, [('val_top1', 'validation top-1', 'line+dots')], f'{command}: accuracy', 'top-1 %', size)
-    panels = [panel for panel in (losses, accuracy) if panel is not None]
+    return save_side_by_side((losses, accuracy), path, size)
+
+
+def save_side_by_side(panels, path, size):
+    """The panels that are drawn (not None), left to right, as one PNG written atomically; None if none is."""
+    panels = [panel for panel in panels if panel is not None]
     if not panels:
         return None
     image = Image.new('RGB', (sum(panel.width for panel in panels), size[1]), 'white')

@@ -13,6 +13,7 @@ from PIL import Image
 
 from mae_flax.files import atomic_path
 from mae_flax.videomae.tubes import loss_targets, unpatchify
+from mae_flax.visualize import scaled_by_first, to_rgb8
 
 STRIPS = ('original', 'masked', 'reconstruction_pasted')
 
@@ -48,17 +49,8 @@ def clip_panels(clips, pred_pixel_values, masked_indices, spec):
 def strips_image(panels, scale=1):
     """{strip: (b, t, h, w, c)} -> uint8 (b * 3 * h, t * w, 3): per clip its three strips, one frame per column,
     each clip scaled to [0, 255] by its original's range."""
-    strips = [np.asarray(panels[name], np.float32) for name in STRIPS]
-    low = strips[0].min(axis=(1, 2, 3, 4), keepdims=True)
-    high = strips[0].max(axis=(1, 2, 3, 4), keepdims=True)
-    strips = [np.clip((strip - low) / np.maximum(high - low, 1e-12), 0, 1) for strip in strips]
-    image = rearrange(np.stack(strips), 'k b t h w c -> (b k h) (t w) c')
-    if image.shape[-1] == 1:
-        image = np.repeat(image, 3, axis=-1)
-    image = (image * 255).round().astype(np.uint8)
-    if scale > 1:
-        image = image.repeat(scale, axis=0).repeat(scale, axis=1)
-    return image
+    strips = scaled_by_first([panels[name] for name in STRIPS])
+    return to_rgb8(rearrange(np.stack(strips), 'k b t h w c -> (b k h) (t w) c'), scale)
 
 
 def save_strips(path, clips, pred_pixel_values, masked_indices, spec, scale=None):
