@@ -25,11 +25,26 @@ RESULTS = Path(__file__).parent / 'results' / 'heldout_recipes.json'
 SMALL_CROPS_AND_COLOUR = ('--config.data.crop_scale=(0.005, 0.1)', '--config.data.color_permute=1.0',
                           '--config.data.color_invert=0.5')  # fmt: skip
 RECIPES = {
-    # mae-train's default (configs/official.py: photos)
+    # mae-train's default (configs/official.py: photos): 36 px in 3 px patches, small crops and colours, 1250 steps
     'photos': ('photos', ()),
-    # today's default: vit_pytorch family, learned positions, 32 px in 4 px patches, crops of 20-100% of a photo
+    # rejected: the previous default, 32 px in 4 px patches (an 8 x 8 grid), 3500 steps, lr 2e-2, 4 data threads
+    'photos_32px_p4_3500': (
+        'photos',
+        (
+            '--config.model.encoder.img_size=32',
+            '--config.model.encoder.patch_size=4',
+            '--config.total_steps=3500',
+            '--config.optim.base_lr=0.02',
+            '--config.data.num_threads=4',
+        ),
+    ),
+    # rejected: the same 12 x 12 grid in 4 px patches (48 px): more pixels a patch, no better
+    'photos_48px_p4': ('photos', ('--config.model.encoder.img_size=48', '--config.model.encoder.patch_size=4')),
+    # the first default: vit_pytorch family, learned positions, 32 px in 4 px patches, crops of 20-100% of a photo
     'tiny': ('tiny', ()),
     'tiny_small_colour': ('tiny', SMALL_CROPS_AND_COLOUR),
+    # its best: longer (the patch LayerNorm hides brightness and contrast from it: parity_tests/test_vit_pytorch.py)
+    'tiny_small_colour_3000': ('tiny', (*SMALL_CROPS_AND_COLOUR, '--config.total_steps=3000')),
     # the official family: fixed sin-cos positions, a cls token
     'mae_tiny': ('mae_tiny', ()),
     'mae_tiny_small_colour': ('mae_tiny', SMALL_CROPS_AND_COLOUR),

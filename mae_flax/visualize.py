@@ -18,7 +18,8 @@ def reconstruction_panels(images, pred_pixel_values, masked_indices, patch_size,
     """images (b, h, w, c) float; pred (b, m, patch_dim) for the masked patches; -> {panel: (b, h, w, c)}.
 
     With norm_pix_loss the predictions are per-patch standardised: each is mapped back with its target patch's
-    mean and standard deviation, as facebookresearch/mae's visualisation. Patches with no prediction are gray.
+    mean and standard deviation, as facebookresearch/mae's visualisation. Patches with no pixels (masked, or not
+    predicted) are NaN: drawn mid gray.
     """
     images = np.asarray(images, dtype=np.float32)
     pred = np.asarray(pred_pixel_values, dtype=np.float32)
@@ -29,9 +30,9 @@ def reconstruction_panels(images, pred_pixel_values, masked_indices, patch_size,
         target = patches[rows, masked_indices]
         pred = pred * np.sqrt(target.var(axis=-1, ddof=1, keepdims=True) + 1e-6) + target.mean(axis=-1, keepdims=True)
 
-    gray = np.full_like(patches, 0.5 * (images.min() + images.max()))
-    masked, reconstruction, pasted = patches.copy(), gray.copy(), patches.copy()
-    masked[rows, masked_indices] = gray[rows, masked_indices]
+    # NaN: no pixel there (masked, or nothing predicted), drawn neutral mid gray by to_rgb8
+    masked, reconstruction, pasted = patches.copy(), np.full_like(patches, np.nan), patches.copy()
+    masked[rows, masked_indices] = np.nan
     reconstruction[rows, masked_indices] = pred
     pasted[rows, masked_indices] = pred
     image_size, channels = images.shape[1:3], images.shape[-1]
@@ -62,7 +63,8 @@ def scaled_by_first(panels):
 
 
 def to_rgb8(image, scale=1):
-    """(h, w, c) in [0, 1], c 1 or 3 -> uint8 RGB, each pixel drawn `scale` x `scale`."""
+    """(h, w, c) in [0, 1], c 1 or 3 -> uint8 RGB, each pixel drawn `scale` x `scale`; NaN (no pixel) mid gray."""
+    image = np.where(np.isnan(image), np.float32(0.5), image)
     if image.shape[-1] == 1:
         image = np.repeat(image, 3, axis=-1)
     image = (image * 255).round().astype(np.uint8)

@@ -35,9 +35,8 @@ def clip_panels(clips, pred_pixel_values, masked_indices, spec):
         )
     frames, height, width = clips.shape[1:4]
     grid = (frames // tubelet, height // patch, width // patch)
-    gray = np.full_like(pixels, 0.5 * (pixels.min() + pixels.max()))
     masked, pasted = pixels.copy(), pixels.copy()
-    masked[rows, masked_indices] = gray[rows, masked_indices]
+    masked[rows, masked_indices] = np.nan  # drawn mid gray (visualize.to_rgb8)
     pasted[rows, masked_indices] = pred
 
     def frames_of(tokens):
