@@ -113,8 +113,9 @@ def test_mixup_and_cutmix_on_clips_take_one_box_for_every_frame():
     targets = jax.nn.one_hot(jnp.arange(4), 4)
     config = smoke().mixup
     config.update(mixup_alpha=0.0, cutmix_alpha=1.0, prob=1.0)
+    mixed_with = jax.jit(lambda key: mix(key, clips, targets, config))  # one compilation for the four draws
     for seed in range(4):
-        mixed, mixed_targets = mix(jax.random.key(seed), clips, targets, config)
+        mixed, mixed_targets = mixed_with(jax.random.key(seed))
         lam = float(mixed_targets[0, 0])
         frames = np.asarray(mixed[0])
         for frame in frames[1:]:
