@@ -10,7 +10,8 @@ Sources (`config.data.source`):
 
 The training stream is mae-train's (grain, deterministic per (seed, element), sharded by process, checkpointable):
 random-resized-crop and flip of each image, with its label. Validation is every image once, resized (shorter side
-to size / `data.eval_crop_fraction`, bicubic) and centre-cropped, as facebookresearch/mae evaluates.
+to size / `data.eval_crop_fraction`, bicubic) and centre-cropped, as facebookresearch/mae evaluates. A video model's
+labelled clips are labeled_video's, which shares `Labeled`, `Split` and the padded validation batches.
 """
 
 import dataclasses
