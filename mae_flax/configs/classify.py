@@ -1,22 +1,29 @@
 """Fine-tuning and linear-probing configs (mae-finetune, mae-linprobe), after facebookresearch/mae's
-main_finetune.py and main_linprobe.py.
+main_finetune.py and main_linprobe.py, and for the video family MCG-NJU/VideoMAE's run_class_finetuning.py.
 
     mae-finetune --workdir=runs/digits_ft --init_from=runs/digits_mae        # the embedded digits
     mae-linprobe --workdir=runs/digits_lp --init_from=runs/digits_mae
     mae-finetune --config=mae_flax/configs/classify.py:vit_b16 --init_from=mae_pretrain_vit_base.pth \
         --config.data.source=/data/imagenet --workdir=/mnt/shared/ft_b16          # train/<class>/*, val/<class>/*
+    mae-finetune --config=mae_flax/configs/classify.py:video_motion --init_from=runs/video --workdir=runs/vft
+    mae-finetune --config=mae_flax/configs/classify.py:videomae_b16_k400 --init_from=MCG-NJU/videomae-base \
+        --config.data.source=/data/kinetics400 --workdir=/mnt/shared/vft_b16    # train/<class>/*.mp4, val/<class>/*
 
 Variants: `digits` (fine-tuning, the default of mae-finetune), `digits_linprobe` (mae-linprobe's), `smoke`
 (the tests'), `vit_b16`, `vit_l16`, `vit_h14` (facebookresearch/mae's ImageNet fine-tuning recipes: 100 / 50 / 50
 epochs, layer decay 0.65 / 0.75 / 0.75, drop path 0.1 / 0.2 / 0.3) and `vit_b16_linprobe`, `vit_l16_linprobe`
-(90 epochs of LARS at batch 16384). config.model only matters without --init_from (a random encoder, the
-baseline); with it, the checkpoint's description is the model.
+(90 epochs of LARS at batch 16384). Of the video family (clips (b, t, h, w, c), a frame every data.frame_stride):
+`video_motion` and `video_motion_linprobe` (video_tiny's model on the embedded motion clips, labeled_video: pan
+left / right, zoom in / out, validated on photographs the training never sees), `video_smoke` (the tests') and
+`videomae_b16_k400` (VideoMAE-B's Kinetics-400 fine-tuning: 100 epochs at batch 512, lr 1e-3 x 512 / 256, layer
+decay 0.75, drop path 0.1, mixup 0.8 / cutmix 1.0, label smoothing 0.1; data.source required). config.model only
+matters without --init_from (a random encoder, the baseline); with it, the checkpoint's description is the model.
 """
 
 import ml_collections
 from ml_collections import config_dict
 
-from mae_flax.configs import mae
+from mae_flax.configs import mae, videomae
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
 VARIANTS = (
@@ -29,6 +36,10 @@ VARIANTS = (
     'vit_h14',
     'vit_b16_linprobe',
     'vit_l16_linprobe',
+    'video_motion',
+    'video_motion_linprobe',
+    'video_smoke',
+    'videomae_b16_k400',
 )
 # facebookresearch/mae's fine-tuning: (pretraining config, epochs, base lr, layer decay, drop path)
 FINETUNE = {
@@ -115,6 +126,8 @@ def get_config(variant='digits'):
         config.model.update(pixel_mean=mae.DIGITS_MEAN, pixel_std=mae.DIGITS_STD)
         config.update(total_steps=8, batch_size=16, log_every=2, eval_every=4, eval_batch_size=128)
         config.checkpoint.every_steps = 4
+    elif variant.startswith('video'):
+        _video(config, variant, linprobe)
     else:
         _imagenet(config, variant.removesuffix('_linprobe'), linprobe)
     return config
@@ -140,3 +153,51 @@ def _imagenet(config, name, linprobe):
     config.eval_batch_size = 1024
     config.checkpoint.every_steps = 1000
     config.log_every = 50
+
+
+def _video(config, variant, linprobe):
+    """The video family's variants: clips (b, t, h, w, c) of transformers' VideoMAEForVideoClassification, a frame
+    every data.frame_stride."""
+    if variant == 'videomae_b16_k400':
+        _kinetics(config)
+        return
+    config.model = videomae.tiny_model()  # video_tiny's: its workdir is the --init_from
+    # flips too: a flipped pan left is labelled a pan right (labeled_video.MIRRORED); mixup off (a blend of two
+    # motions is neither, and a minute gives few steps to learn it)
+    config.data.update(source='motion', frame_stride=2, crop_scale=(0.5, 1.0), flip=True)
+    config.mixup.update(mixup_alpha=0.0, cutmix_alpha=0.0)
+    config.update(total_steps=300, batch_size=16, log_every=25, eval_every=100, eval_batch_size=64)
+    config.optim.update(warmup_steps=30)
+    config.checkpoint.every_steps = 100
+    # fine-tuning: after 300 steps from video_tiny's workdir base_lr 1e-2 gave 37.5% and 4e-2 64.1% (from scratch:
+    # 65.6% and 81.3%; chance 25%); probing: the digits' LARS rate (see there), not tuned on clips
+    config.optim.base_lr = 16.0 if linprobe else 4e-2
+    if variant == 'video_smoke':
+        config.model = videomae.get_config('video_smoke').model
+        config.update(total_steps=8, batch_size=8, log_every=2, eval_every=4, eval_batch_size=64)
+        config.checkpoint.every_steps = 4
+
+
+def _kinetics(config):
+    """MCG-NJU/VideoMAE's Kinetics-400 fine-tuning of VideoMAE-B, its 800-epoch model's
+    (scripts/kinetics/videomae_vit_base_patch16_224_tubemasking_ratio_0.9_epoch_800/finetune.sh; the rest is
+    run_class_finetuning.py's defaults). Not here: its RandAugment (rand-m7-n4-mstd0.5-inc1), random erasing (0.25) and
+    its test of 5 clips x 3 crops a video; validation here is the central clip, centre-cropped."""
+    config.model = videomae.get_config('videomae_b16').model  # 16 frames of 224px, tubelets 2 x 16 x 16
+    config.dtype = 'bfloat16'
+    # finetune.sh: --num_frames 16 --sampling_rate 4 --input_size 224; Kinetics' RandomResizedCrop (0.08, 1) and flip
+    config.data.update(source=config_dict.placeholder(str), frame_stride=4, crop_scale=(0.08, 1.0), flip=True)
+    config.data.update(workers=16, num_threads=2, prefetch=2)
+    config.batch_size = 512  # finetune.sh: --batch_size 8 on 64 GPUs
+    epochs, warmup = 100, 5  # finetune.sh: --epochs 100; run_class_finetuning.py: warmup_epochs 5
+    # finetune.sh: --lr 1e-3 (x batch / 256, as here) --opt_betas 0.9 0.999 --weight_decay 0.05; the defaults:
+    # layer_decay 0.75, min_lr 1e-6 x batch / 256 (here min_lr is the end value itself)
+    config.optim.update(base_lr=1e-3, min_lr=1e-6 * 512 / 256, b1=0.9, b2=0.999, weight_decay=0.05, layer_decay=0.75)
+    # the defaults: drop_path 0.1, smoothing 0.1, mixup 0.8, cutmix 1.0, mixup_prob 1.0, switch 0.5, mode 'batch'
+    config.classifier.update(drop_path_rate=0.1, label_smoothing=0.1)
+    config.mixup.update(mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5, prob=1.0)
+    steps_per_epoch = videomae.KINETICS_TRAIN_VIDEOS // config.batch_size
+    config.total_steps = epochs * steps_per_epoch
+    config.optim.warmup_steps = warmup * steps_per_epoch
+    config.update(eval_every=5 * steps_per_epoch, eval_batch_size=256, log_every=50)
+    config.checkpoint.every_steps = 1000

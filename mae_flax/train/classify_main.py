@@ -50,6 +50,7 @@ FINETUNE = main.Command(
         'mae-finetune --workdir=runs/ft --init_from=runs/digits_mae --config.optim.layer_decay=0.65',
         'mae-finetune --workdir=runs/ft_b16 --config=mae_flax/configs/classify.py:vit_b16 --init_from=mae.pth '
         '--config.data.source=/data/imagenet',
+        'mae-finetune --workdir=runs/vft --config=mae_flax/configs/classify.py:video_motion --init_from=runs/video',
     ),
 )
 LINPROBE = main.Command(

@@ -121,11 +121,16 @@ def check(config):
     spec = check_model(config)
     if spec.mae is None:
         raise UsageError('config.model.mae is empty: mae-train pretrains an MAE, it needs the decoder keywords')
-    if spec.num_frames is not None:  # a video model's clips: a frame every data.frame_stride
+    check_frames(config, spec)
+    return spec
+
+
+def check_frames(config, spec):
+    """A video model's clips take a frame every config.data.frame_stride: present, a positive integer."""
+    if spec.num_frames is not None:
         if 'frame_stride' not in config.data:
             raise UsageError('config.data.frame_stride is missing: a video model takes a frame every frame_stride')
         fields.positive_int('config.data.frame_stride', config.data.frame_stride)
-    return spec
 
 
 SHARED = ('seed', 'dtype', 'scan_layers', 'remat', 'total_steps', 'batch_size', 'grad_accum_steps')

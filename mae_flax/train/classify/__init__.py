@@ -3,7 +3,8 @@ main_finetune.py and main_linprobe.py recipes, on mae-train's loop, in Flax, for
 
 - The classifier is the family's (`Family.build_classifier`): the official family's VisionTransformer (timm's keys;
   pool 'avg' = fc_norm of the mean patch token, fine-tuning's default, or 'token' = the cls token after norm,
-  linear probing's), or vit-pytorch's own ViT with its mlp_head.
+  linear probing's), vit-pytorch's own ViT with its mlp_head, or the video family's MCG-NJU VisionTransformer
+  (transformers' VideoMAEForVideoClassification) on clips (b, t, h, w, c) (train/data/labeled_video.py).
 - Its encoder comes from `--init_from` (a mae-train workdir or any checkpoint mae-convert reads: published
   facebookresearch/mae and HuggingFace weights included), or is randomly initialised without it (the baseline).
 - finetune: AdamW with layer-wise lr decay (train/optim.py), drop path, label smoothing, mixup / cutmix

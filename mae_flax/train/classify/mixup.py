@@ -8,7 +8,8 @@ import jax.numpy as jnp
 def mix(key, images, targets, mixup_config):
     """timm's Mixup in 'batch' mode: one lam for the batch, drawn from Beta(alpha, alpha); with probability
     `switch_prob` (when both are on) a cutmix box instead of a blend, lam then being the area left; each image is
-    mixed with the batch's reverse, its target likewise. Applied with probability `prob`."""
+    mixed with the batch's reverse, its target likewise. Applied with probability `prob`. Clips (b, t, h, w, c) are
+    mixed as MCG-NJU/VideoMAE's mixup.py mixes them: one lam, and one box for every frame of every clip."""
     mixup_alpha, cutmix_alpha = mixup_config.mixup_alpha, mixup_config.cutmix_alpha
     if mixup_alpha <= 0 and cutmix_alpha <= 0 or mixup_config.prob <= 0:
         return images, targets
@@ -20,7 +21,7 @@ def mix(key, images, targets, mixup_config):
     alpha = jnp.where(use_cutmix, max(cutmix_alpha, 1e-6), max(mixup_alpha, 1e-6))
     lam = jax.random.beta(lam_key, alpha, alpha)
     applied = jax.random.bernoulli(apply_key, mixup_config.prob)
-    height, width = images.shape[1:3]
+    height, width = images.shape[-3:-1]  # images (b, h, w, c) or clips (b, t, h, w, c)
     # timm's rand_bbox: a box of sides (h, w) * sqrt(1 - lam) centred anywhere, clipped to the image
     cut = jnp.sqrt(1 - lam)
     cut_h, cut_w = jnp.floor(height * cut).astype(jnp.int32), jnp.floor(width * cut).astype(jnp.int32)
@@ -31,7 +32,7 @@ def mix(key, images, targets, mixup_config):
     box = (rows >= top) & (rows < bottom) & (cols >= left) & (cols < right)  # (h, w)
     box_lam = 1 - ((bottom - top) * (right - left)) / (height * width)
     reverse = images[::-1]
-    cutmixed = jnp.where(box[None, :, :, None], reverse, images)
+    cutmixed = jnp.where(box[:, :, None], reverse, images)  # the same box in every frame of a clip
     blended = images * lam.astype(images.dtype) + reverse * (1 - lam).astype(images.dtype)
     lam = jnp.where(applied, jnp.where(use_cutmix, box_lam, lam), 1.0).astype(jnp.float32)
     images = jnp.where(applied, jnp.where(use_cutmix, cutmixed, blended), images)

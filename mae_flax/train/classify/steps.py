@@ -108,7 +108,7 @@ def make_train_step(config, spec, graphdef, rest, tx, schedule, mesh, num_classe
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def train_step(state, batch):
-        images = spec.normalize(batch['image'])
+        images = spec.normalize(batch['image'])  # (b, h, w, c), or clips (b, t, h, w, c) as pretraining's
         step, params = state['step'], state['params']
         mix_key, drop_key = jax.random.split(jax.random.fold_in(state['rng'], step))
         targets = optax.smooth_labels(jax.nn.one_hot(batch['label'], num_classes), config.classifier.label_smoothing)

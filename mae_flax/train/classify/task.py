@@ -1,7 +1,9 @@
 """mae-finetune's and mae-linprobe's task for the loop (train/loop.py): its encoder from --init_from (a mae-train
-workdir or any checkpoint mae-convert reads), labelled data, evaluation on the whole validation split every
+workdir or any checkpoint mae-convert reads), labelled data (images; for a video model, whose description has
+num_frames, clips (b, t, h, w, c) from train/data/labeled_video.py), evaluation on the whole validation split every
 `eval_every` steps (top-1, top-5, loss), the best classifier exported at once to torch."""
 
+import functools
 import json
 import logging
 import warnings
@@ -19,7 +21,7 @@ from mae_flax.files import hub
 from mae_flax.files.models import spec_path
 from mae_flax.train import config_checks, loop, report, sharding
 from mae_flax.train.classify import export, steps
-from mae_flax.train.data import labeled
+from mae_flax.train.data import labeled, labeled_video
 from mae_flax.train.model_state import copy_to_host
 from mae_flax.train.workdir import has_checkpoints, load_config, local_workdir
 
@@ -106,29 +108,55 @@ class Classification:
         if size and spec.image_size != (size, size):  # fine-tuning at another resolution: positions resampled
             spec = spec.with_fields('encoder', **{spec.facts.IMAGE_SIZE: size})
         self.spec, self.init_from = spec, init_from
+        self.items = 'images' if spec.num_frames is None else 'clips'
         self.config = config_checks.filled(config, spec)
         self.best = None  # (top-1, step) of the best evaluation so far
 
     def data(self, process_index, process_count):
+        """The training iterator; the labelled splits of config.data.source, images for an image model and clips
+        for a video one (its description's num_frames), a source of the other kind one line, before anything
+        compiles."""
         config, spec = self.config, self.spec
-        self.labeled = labeled.make_labeled(config.data, spec.channels, config.classifier.num_classes)
-        self.num_classes = config.classifier.num_classes or self.labeled.num_classes
         self.process = (process_index, process_count)
+        kind = labeled_video.source_kind(config.data.source)
+        if spec.num_frames is None:
+            if kind == 'videos':
+                raise UsageError(
+                    f'data source {config.data.source!r} holds videos and the model is an image model ({spec.family} '
+                    'family): fine-tune a video model (a video pretraining run or a VideoMAE checkpoint as '
+                    '--init_from, or a video variant such as classify.py:video_motion)'
+                )
+            self.labeled = labeled.make_labeled(config.data, spec.channels, config.classifier.num_classes)
+            self.val_batches = functools.partial(
+                labeled.val_batches, self.labeled.val, spec.image_size, spec.channels, config.data.eval_crop_fraction
+            )
+            iterator = labeled.train_iterator(
+                self.labeled.train, config.data, spec.image_size, config.seed, config.batch_size, *self.process
+            )
+        else:
+            if kind == 'images':
+                raise UsageError(
+                    f'data source {config.data.source!r} holds images and the model is a video model '
+                    f'({spec.num_frames} frames a clip): expected {labeled_video.MOTION!r} (the embedded clips) or a '
+                    'folder of videos (train/<class>/*.mp4, val/<class>/*)'
+                )
+            config_checks.check_frames(config, spec)
+            self.labeled = labeled_video.make_labeled(config.data, spec, config.classifier.num_classes)
+            self.val_batches = functools.partial(
+                labeled_video.val_batches, self.labeled.val, spec, config.data.frame_stride
+            )
+            iterator = labeled_video.train_iterator(
+                self.labeled.train, config.data, spec, config.seed, config.batch_size, *self.process
+            )
+        self.num_classes = config.classifier.num_classes or self.labeled.num_classes
         logging.info(
-            'classes: %d; %d training and %d validation images',
+            'classes: %d; %d training and %d validation %s',
             self.num_classes,
             len(self.labeled.train.labels),
             len(self.labeled.val.labels),
+            self.items,
         )
-        return labeled.train_iterator(
-            self.labeled.train,
-            config.data,
-            spec.image_size,
-            config.seed,
-            config.batch_size,
-            process_index,
-            process_count,
-        )
+        return iterator
 
     def program(self, mesh):
         self.mesh = mesh
@@ -164,24 +192,17 @@ class Classification:
         return step > 0 and (step % self.config.eval_every == 0 or last)
 
     def evaluate(self, state, step, workdir, is_main):
-        """Top-1, top-5 and loss on the whole validation split, and how many of its images could not be read (left
-        out of the count, not replaced); a new best is exported to torch at once."""
+        """Top-1, top-5 and loss on the whole validation split, and how many of its images or clips could not be
+        read (left out of the count, not replaced); a new best is exported to torch at once."""
         totals = None
-        for local in labeled.val_batches(
-            self.labeled.val,
-            self.spec.image_size,
-            self.spec.channels,
-            self.config.data.eval_crop_fraction,
-            self.config.eval_batch_size,
-            *self.process,
-        ):
+        for local in self.val_batches(self.config.eval_batch_size, *self.process):
             batch = sharding.global_batch(local, self.mesh)
             sums = self.eval_step(state['params'], state.get('batch_stats', {}), batch)
             totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
         totals = {name: float(value) for name, value in copy_to_host(totals).items()}
         count, images = totals['count'], len(self.labeled.val.labels)
         if not count:
-            raise UsageError(f'none of the {images} validation images of {self.config.data.source} could be read')
+            raise UsageError(f'none of the {images} validation {self.items} of {self.config.data.source} could be read')
         result = dict(
             val_top1=100 * totals['correct'] / count,
             val_top5=100 * totals['correct5'] / count,
@@ -226,9 +247,9 @@ class Classification:
                 f', top-1 {summary["last_top1"]:.2f}% (best {summary["best_top1"]:.2f}% at step {summary["best_step"]})'
             )
         if summary['val_skipped']:
-            line += f', {summary["val_skipped"]} unreadable validation images left out'
+            line += f', {summary["val_skipped"]} unreadable validation {self.items} left out'
         return line + (
-            f', {summary["images_per_sec"]:.0f} images/s; in {workdir}: checkpoints, metrics.jsonl, tensorboard/, '
+            f', {summary["images_per_sec"]:.0f} {self.items}/s; in {workdir}: checkpoints, metrics.jsonl, tensorboard/, '
             f'curves.png and {BEST} (the best classifier in torch layout, described in {BEST}.json)'
         )
 

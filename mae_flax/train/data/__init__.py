@@ -1,8 +1,9 @@
 """The input pipeline, a module per concern: `sources` (what config.data.source names: the embedded photos,
 folders, ArrayRecord shards, arrays), `digits` (the embedded labelled digits), `augment` (random-resized crop and
-flip), `pipeline` (the grain stream: deterministic, sharded by process, checkpointable) and `labeled`
-(mae-finetune's and mae-linprobe's labelled splits). Images are decoded by mae_flax.files.images, the one image
-reader of training and the commands. The names below are the interface the trainer, the commands and the tests
+flip), `pipeline` (the grain stream: deterministic, sharded by process, checkpointable), `labeled`
+(mae-finetune's and mae-linprobe's labelled splits), `video` (clips for the video family) and `labeled_video`
+(labelled clips). Images are decoded by mae_flax.files.images, the one image reader of training and the commands,
+videos by mae_flax.files.videos. The names below are the interface the trainer, the commands and the tests
 use."""
 
 from mae_flax.files.images import IMAGE_SUFFIXES, decode, draft_reduction, to_8bit

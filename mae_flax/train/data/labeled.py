@@ -10,7 +10,8 @@ Sources (`config.data.source`):
 
 The training stream is mae-train's (grain, deterministic per (seed, element), sharded by process, checkpointable):
 random-resized-crop and flip of each image, with its label. Validation is every image once, resized (shorter side
-to size / `data.eval_crop_fraction`, bicubic) and centre-cropped, as facebookresearch/mae evaluates.
+to size / `data.eval_crop_fraction`, bicubic) and centre-cropped, as facebookresearch/mae evaluates. A video model's
+labelled clips are labeled_video's, which shares `Labeled`, `Split` and the padded validation batches.
 """
 
 import dataclasses
@@ -32,7 +33,7 @@ DIGITS, DIGITS_VAL_FRACTION = embedded_digits.NAME, embedded_digits.VAL_FRACTION
 
 @dataclasses.dataclass
 class Split:
-    images: object  # a random-access source of PIL images (mae_flax.train.data.sources)
+    images: object  # a random-access source of PIL images (mae_flax.train.data.sources), or of clips (labeled_video)
     labels: np.ndarray  # (n,) int32
 
 
@@ -165,6 +166,12 @@ def make_labeled(data_config, channels, num_classes=0):
             f"data source {source!r}: expected 'digits', a .npz with images and labels, or an ImageFolder "
             '(train/<class>/*, val/<class>/*)'
         )
+    return with_num_classes(labeled, source, num_classes)
+
+
+def with_num_classes(labeled, source, num_classes):
+    """`labeled` with every label checked against `num_classes` (0: the data's own) and its class names padded to
+    that many."""
     if num_classes:
         for name, split in (('train', labeled.train), ('val', labeled.val)):
             _check_labels(split.labels, f'{source} ({name} labels) with config.num_classes={num_classes}', num_classes)
@@ -208,17 +215,30 @@ def val_batches(split, image_size, channels, crop_fraction, global_batch, proces
     """Every validation image once, in order, as this process's rows of global batches {'image', 'label',
     'valid'}: the last batch is padded (valid 0) to the full size. An image that cannot be decoded is left out of the
     count (its row valid 0, named in a warning once), never replaced by another image under its label."""
+
+    def read(index):
+        image = split.images.image_or_none(index)
+        return None if image is None else center_crop(image, image_size, crop_fraction)
+
+    shape = (*pair(image_size), channels)
+    yield from padded_batches(split.labels, read, shape, global_batch, process_index, process_count)
+
+
+def padded_batches(labels, read, shape, global_batch, process_index, process_count):
+    """Item k of a validation split, `read(k)` (uint8 of `shape`, or None where it cannot be read), for every k in
+    order, as this process's rows of global batches {'image', 'label', 'valid'}: the last batch padded with
+    zeros (valid 0) to the full size, an unreadable item's row valid 0 (left out of the count, never replaced)."""
     local_batch = global_batch // process_count
-    count = len(split.labels)
-    padding = np.zeros((*pair(image_size), channels), np.uint8)
+    count = len(labels)
+    padding = np.zeros(shape, np.uint8)
 
     def item(index):
         if index >= count:
             return {'image': padding, 'label': 0, 'valid': 0}
-        image = split.images.image_or_none(index)
-        if image is None:
-            return {'image': padding, 'label': split.labels[index], 'valid': 0}
-        return {'image': center_crop(image, image_size, crop_fraction), 'label': split.labels[index], 'valid': 1}
+        pixels = read(index)
+        if pixels is None:
+            return {'image': padding, 'label': labels[index], 'valid': 0}
+        return {'image': pixels, 'label': labels[index], 'valid': 1}
 
     padded = -(-count // global_batch) * global_batch
     rows = grain.MapDataset.range(padded).map(item).batch(local_batch)[process_index::process_count]

@@ -58,12 +58,12 @@ class ArrayImages(DecodedSource):
 
 
 class PhotoSource(DecodedSource):
-    """The embedded default: scikit-image's photographs (mae_flax.photos.TRAINING: never the held-out ones), decoded
-    once and shrunk to a few times the crop size."""
+    """The embedded default: scikit-image's photographs (mae_flax.photos.TRAINING: never the held-out ones, unless
+    `names` asks for them), decoded once and shrunk to a few times the crop size."""
 
-    def __init__(self, image_size, channels):
+    def __init__(self, image_size, channels, names=DEFAULT_PHOTOS):
         self.images = []
-        for name in DEFAULT_PHOTOS:
+        for name in names:
             with Image.open(photos.path(name)) as image:
                 image = to_8bit(image, channels, photos.path(name))
                 # shortest side 4x the crop: crops stay sharp, resizing them stays cheap

@@ -29,7 +29,7 @@ from mae_core.fields import pair
 from mae_flax.files.videos import UNREADABLE, VIDEO_SUFFIXES, decode_frames, frame_count
 from mae_flax.train.data.augment import RandomResizedCropFlip
 from mae_flax.train.data.pipeline import iterate
-from mae_flax.train.data.sources import PhotoSource
+from mae_flax.train.data.sources import DEFAULT_PHOTOS, PhotoSource
 
 CLIPS_PER_PHOTO = 64  # the default's epoch: 64 pans over each of its photographs
 
@@ -39,8 +39,8 @@ class PannedPhotos:
 
     where = 'the embedded photographs'
 
-    def __init__(self, image_size, channels):
-        self.photos = PhotoSource(image_size, channels).images  # shortest side 4x the crop
+    def __init__(self, image_size, channels, names=DEFAULT_PHOTOS):
+        self.photos = PhotoSource(image_size, channels, names).images  # shortest side 4x the crop
         self.frame_size = 2 * max(pair(image_size))  # every frame of a clip the same square, twice the crop
 
     def __len__(self):
@@ -58,19 +58,25 @@ class PannedPhotos:
             return side, rng.uniform(0, width - side), rng.uniform(0, height - side)
 
         (side0, left0, top0), (side1, left1, top1) = window(), window()
-        frames = []
+        windows = []
         for k in range(count):
             t = k * stride / steps
-            side, left, top = side0 + t * (side1 - side0), left0 + t * (left1 - left0), top0 + t * (top1 - top0)
-            size = self.frame_size
-            frames.append(
-                photo.resize(
-                    (size, size),
-                    Image.Resampling.BICUBIC,
-                    box=(left, top, min(left + side, width), min(top + side, height)),
-                )
+            windows.append((side0 + t * (side1 - side0), left0 + t * (left1 - left0), top0 + t * (top1 - top0)))
+        return self.render(photo, windows)
+
+    def render(self, photo, windows):
+        """The frames a camera sees through square windows (side, left, top) of `photo`, each resized to the
+        frame size."""
+        width, height = photo.size
+        size = self.frame_size
+        return [
+            photo.resize(
+                (size, size),
+                Image.Resampling.BICUBIC,
+                box=(left, top, min(left + side, width), min(top + side, height)),
             )
-        return frames
+            for side, left, top in windows
+        ]
 
 
 def video_files(folder):
@@ -103,13 +109,18 @@ class VideoFolder:
     def frames(self, index, count, stride, rng):
         """A clip of item `index`, or of the next readable file: `count` frames every `stride` from a random start
         (VideoMAE's sampling; a video shorter than the span repeats its last frame)."""
+        return self.read(index, count, stride, rng)[0]
+
+    def read(self, index, count, stride, rng):
+        """(frames, the item they come from): `frames` of item `index`, or of the next readable file."""
         for offset in range(len(self)):
-            path = self.where / self.files[(index + offset) % len(self)]
+            item = (index + offset) % len(self)
+            path = self.where / self.files[item]
             try:
                 total = self.counts.get(path) or self.counts.setdefault(path, frame_count(path))
                 span = (count - 1) * stride + 1
                 start = int(rng.integers(0, max(total - span, 0) + 1))
-                return decode_frames(path, [start + k * stride for k in range(count)], self.channels)
+                return decode_frames(path, [start + k * stride for k in range(count)], self.channels), item
             except UNREADABLE as error:
                 if path not in self.skipped:
                     self.skipped.add(path)
@@ -127,7 +138,10 @@ class ClipCropFlip(RandomResizedCropFlip):
         self.num_frames, self.stride = num_frames, stride
 
     def random_map(self, element, rng):
-        frames = self.source.frames(int(element), self.num_frames, self.stride, rng)
+        return self.crop(self.source.frames(int(element), self.num_frames, self.stride, rng), rng)[0]
+
+    def crop(self, frames, rng):
+        """(uint8 (t, h, w, c), whether it was flipped): the frames under one random box and flip."""
         box = self._box(*frames[0].size, rng)
         flip = self.flip and rng.random() < 0.5
         clip = []
@@ -137,7 +151,7 @@ class ClipCropFlip(RandomResizedCropFlip):
                 frame = frame.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
             array = np.asarray(frame, dtype=np.uint8)
             clip.append(array[..., None] if array.ndim == 2 else array)
-        return np.stack(clip)  # (t, h, w, c)
+        return np.stack(clip), flip  # (t, h, w, c)
 
 
 def make_source(source, image_size, channels):
