@@ -55,9 +55,9 @@ def check_batch(config, mesh):
         )
 
 
-def log_line(step, total_steps, record):
-    """The plain line a run without a terminal logs every log_every steps."""
-    line = f'step {step}/{total_steps}: loss {record["loss"]:.4f}, {record["images_per_sec"]:.0f} images/s'
+def log_line(step, total_steps, record, items='images'):
+    """The plain line a run without a terminal logs every log_every steps; `items`: what a batch holds."""
+    line = f'step {step}/{total_steps}: loss {record["loss"]:.4f}, {record["images_per_sec"]:.0f} {items}/s'
     if 'eval_loss' in record:
         line += f', eval loss {record["eval_loss"]:.4f}'
     if 'blur_ratio' in record:
@@ -172,7 +172,7 @@ def _run(task, config, workdir_path, cache, mesh, train_iter):
                     writer.write(done, record)
                 progress.set_postfix(loss=f'{record["loss"]:.4f}', img_s=f'{record["images_per_sec"]:.0f}')
                 if is_main and not bar:
-                    print(log_line(done, config.total_steps, record), file=sys.stderr, flush=True)
+                    print(log_line(done, config.total_steps, record, task.items), file=sys.stderr, flush=True)
             elif task.evaluates(done, last):
                 evaluation = task.evaluate(state, done, workdir_path, is_main)
                 if writer:

@@ -95,6 +95,7 @@ class Pretraining:
                 raise UsageError(f'--init_from {init_from}: no such file or folder')
         self.config = config_checks.filled(config, spec)
         self.spec, self.init_from, self.workdir = spec, init_from, workdir_path
+        self.items = 'images' if spec.num_frames is None else 'clips'  # what a batch holds, in the log lines
         self.eval_batch, self.state_dict, self.tables = None, None, {}
         self.heldout = None  # (pixels, noise) of the held-out photos (mae_flax.heldout), for an image model
         if workdir.has_checkpoints(workdir_path):  # resumed: the workdir's tables (--init_from is not read)
@@ -212,11 +213,11 @@ class Pretraining:
                 f"; on held-out photos the reconstruction's masked-patch error is {said} of the mean colour fill's "
                 f'(a blur of the visible patches: {summary["blur_ratio"]:.2f}; lower is better)'
             )
-        video = self.spec.num_frames is not None
-        items = 'clips' if video else 'images'
-        line += f', {summary["images_per_sec"]:.0f} {items}/s'
+        line += f', {summary["images_per_sec"]:.0f} {self.items}/s'
         if summary['skipped_images']:
-            line += f', {summary["skipped_images"]} unreadable {"videos" if video else "images"} skipped'
+            line += (
+                f', {summary["skipped_images"]} unreadable {"images" if self.items == "images" else "videos"} skipped'
+            )
         pictures = (
             '(each clip as three strips of its frames: original, masked, reconstruction with the visible tubes '
             'pasted back)'

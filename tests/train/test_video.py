@@ -103,7 +103,7 @@ def test_an_unreadable_video_is_skipped_naming_it_and_none_readable_is_one_line(
         videos.read_clip(tmp_path / 'b.mp4', 4, 2, 16, 3)
 
 
-def test_a_video_run_draws_frame_strips_and_resumes_bitwise(video_run, tmp_path):
+def test_a_video_run_draws_frame_strips_and_resumes_bitwise(video_run, tmp_path, capsys):
     workdir, summary = video_run
     assert summary['step'] == 12 and np.isfinite(summary['last_loss'])
     strips = Image.open(workdir / 'images' / 'step_000012.png')
@@ -115,6 +115,8 @@ def test_a_video_run_draws_frame_strips_and_resumes_bitwise(video_run, tmp_path)
     again = pretrain.train(_smoke(), resumed)
     assert again['steps_run'] == 4
     assert losses(resumed) == losses(workdir)
+    lines = capsys.readouterr().err.splitlines()  # stderr is not a terminal: plain lines, counting clips
+    assert any(line.startswith('step 12/12: loss ') and 'clips/s' in line for line in lines), lines[-3:]
 
 
 def test_a_folder_of_video_files_trains(tmp_path):
