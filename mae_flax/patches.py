@@ -7,22 +7,27 @@ from einops import rearrange
 from mae_core.fields import pair
 
 
-def check_image(img, *, channels, image_size):
-    """Raises ValueError unless `img` is a (b, height, width, channels) batch of the expected size."""
-    if not isinstance(img, jax.Array | np.ndarray):
-        raise TypeError(f'expected a jax or numpy array image batch, got {type(img).__name__}')
-    if not np.issubdtype(img.dtype, np.floating):
+def check_batch(batch, expected, axes, noun):
+    """Raises unless `batch` is a non-empty floating jax or numpy (b, *expected) array: `axes` names the expected
+    axes, `noun` what an item is ('image', 'video')."""
+    if not isinstance(batch, jax.Array | np.ndarray):
+        raise TypeError(f'expected a jax or numpy array {noun} batch, got {type(batch).__name__}')
+    if not np.issubdtype(batch.dtype, np.floating):
         raise TypeError(
-            f'expected floating point images (pixels standardised as the model was trained), got {img.dtype}'
+            f'expected floating point {noun}s (pixels standardised as the model was trained), got {batch.dtype}'
         )
-    expected = (*pair(image_size), channels)
-    if img.ndim != 4 or tuple(img.shape[1:]) != expected:
+    if batch.ndim != 1 + len(expected) or tuple(batch.shape[1:]) != tuple(expected):
         raise ValueError(
-            f'expected images of shape (batch, {expected[0]}, {expected[1]}, {expected[2]}) '
-            f'(batch, height, width, channels), got {tuple(img.shape)}'
+            f'expected {noun}s of shape (batch, {", ".join(map(str, expected))}) (batch, {axes}), '
+            f'got {tuple(batch.shape)}'
         )
-    if img.shape[0] == 0:
-        raise ValueError('expected at least one image, got an empty batch')
+    if batch.shape[0] == 0:
+        raise ValueError(f'expected at least one {noun}, got an empty batch')
+
+
+def check_image(img, *, channels, image_size):
+    """Raises unless `img` is a non-empty floating (b, height, width, channels) batch of the expected size."""
+    check_batch(img, (*pair(image_size), channels), 'height, width, channels', 'image')
 
 
 def patchify(img, patch_size):

@@ -7,22 +7,27 @@ from torch import nn
 from mae_core.fields import pair
 
 
-def check_image(img, *, channels, image_size):
-    """Raises ValueError unless `img` is a (b, channels, height, width) batch of the expected size."""
-    if not isinstance(img, torch.Tensor):
-        raise TypeError(f'expected a torch.Tensor image batch, got {type(img).__name__}')
-    if not img.dtype.is_floating_point:
+def check_batch(batch, expected, axes, noun):
+    """Raises unless `batch` is a non-empty floating (b, *expected) torch.Tensor: `axes` names the expected axes,
+    `noun` what an item is ('image', 'video')."""
+    if not isinstance(batch, torch.Tensor):
+        raise TypeError(f'expected a torch.Tensor {noun} batch, got {type(batch).__name__}')
+    if not batch.dtype.is_floating_point:
         raise TypeError(
-            f'expected floating point images (pixels standardised as the model was trained), got {img.dtype}'
+            f'expected floating point {noun}s (pixels standardised as the model was trained), got {batch.dtype}'
         )
-    expected = (channels, *pair(image_size))
-    if img.ndim != 4 or tuple(img.shape[1:]) != expected:
+    if batch.ndim != 1 + len(expected) or tuple(batch.shape[1:]) != tuple(expected):
         raise ValueError(
-            f'expected images of shape (batch, {expected[0]}, {expected[1]}, {expected[2]}) '
-            f'(batch, channels, height, width), got {tuple(img.shape)}'
+            f'expected {noun}s of shape (batch, {", ".join(map(str, expected))}) (batch, {axes}), '
+            f'got {tuple(batch.shape)}'
         )
-    if img.shape[0] == 0:
-        raise ValueError('expected at least one image, got an empty batch')
+    if batch.shape[0] == 0:
+        raise ValueError(f'expected at least one {noun}, got an empty batch')
+
+
+def check_image(img, *, channels, image_size):
+    """Raises unless `img` is a non-empty floating (b, channels, height, width) batch of the expected size."""
+    check_batch(img, (channels, *pair(image_size)), 'channels, height, width', 'image')
 
 
 def patchify(img, patch_size):

@@ -1,7 +1,7 @@
 """The VideoMAE family against HuggingFace transformers' VideoMAEForPreTraining, VideoMAEModel and
 VideoMAEForVideoClassification, built in memory from tiny configs: the same weights and bool_masked_pos give the
 same loss and logits; the torch twin (MCG-NJU's keys) and the Flax model agree stage by stage and in their
-gradients; every layout converts exactly, both ways.
+gradients (the layouts and files: test_videomae_files.py; the shared twins: video_twins.py).
 
 Facts about transformers 5.24 this relies on (checked here, so the comparison is honest):
 - the fixed sinusoid tables are plain tensors, in no state dict: every other weight is loaded strictly from ours;
@@ -16,87 +16,32 @@ tubelets of 50 + 0.01 * randn), the logits within 1e-5 of their scale on every k
 twin runs transformers' own operations: observed exact.
 """
 
-import functools
 import inspect
-import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import safetensors.numpy
 import torch
 from einops import rearrange
 from flax import nnx
 
 import mae_flax
 import mae_torch
-from mae_core import UsageError, videomae
+from mae_core import videomae
 from mae_core.contract import STAGES
 from mae_flax import families
 from mae_flax.convert import load_torch_state_dict, to_torch_state_dict
 from mae_flax.parity import flax_outputs, scaled_error, torch_outputs
 from mae_flax.train import optim
-from mae_flax.videomae import POOLS, hf, infer
+from mae_flax.videomae import POOLS
 from mae_flax.videomae.tubes import tube_mask
 from parity_tests import tolerances
 from parity_tests.oracles import transformers
-from parity_tests.pairs import video_spec
+from parity_tests.video_twins import CASES, random_mask, to_jax, transformers_model, twins, videos
 
-CASES = {
-    'norm_pix': video_spec(),
-    'pixel_loss': video_spec(norm_pix_loss=False),
-    'no_qkv_bias_mean_pooling': video_spec(qkv_bias=False, use_mean_pooling=True),
-    # transformers takes other channel counts' frames as they come; a 2 x 4 x 6 grid of tubelets of one frame
-    'gray_non_square_tubelet1': video_spec(num_channels=1, image_size=(16, 24), num_frames=2, tubelet_size=1),
-}
 KINDS = ('normal', 'low_variance', 'offset')
 LOGITS = 1e-5
-
-
-def videos(kind, spec, batch=2, seed=0):
-    """(b, t, c, h, w) float32, transformers' layout; 'low_variance' and 'offset' as parity_tests.pairs.images."""
-    encoder = spec.encoder
-    height, width = spec.image_size
-    shape = (batch, encoder['num_frames'], encoder['num_channels'], height, width)
-    scale, offset = {'normal': (1.0, 0.0), 'low_variance': (0.003, 0.0), 'offset': (0.01, 50.0)}[kind]
-    return offset + scale * torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-
-
-def to_jax(x):
-    """torch (b, t, c, h, w) -> jax (b, t, h, w, c); any other tensor keeps its layout."""
-    array = x.detach().numpy()
-    return jnp.asarray(np.moveaxis(array, 2, -1) if array.ndim == 5 else array)
-
-
-def random_mask(model, batch=2, seed=3):
-    """A bool_masked_pos that is not a tube mask (transformers takes any), masking the model's count of tokens."""
-    order = torch.rand(batch, model.seq_length, generator=torch.Generator().manual_seed(seed)).argsort(dim=1)
-    mask = torch.zeros(batch, model.seq_length, dtype=torch.bool)
-    return mask.scatter_(1, order[:, : model.num_masked_tokens], True)
-
-
-def _hf(spec, state_dict, cls='VideoMAEForPreTraining', **config_changes):
-    config = transformers().VideoMAEConfig(**(hf.config_from_spec(spec)[0] | config_changes))
-    config._attn_implementation = 'eager'
-    model = getattr(transformers(), cls)(config).eval()
-    model.load_state_dict({key: torch.from_numpy(value) for key, value in state_dict.items()}, strict=True)
-    return model
-
-
-@functools.cache
-def _twins(case):
-    """(mae_torch model, mae_flax model, transformers model) with the same weights, norms and biases randomised."""
-    spec = CASES[case]
-    torch.manual_seed(0)
-    torch_model = mae_torch.build(spec)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, param in torch_model.named_parameters():
-            if 'norm' in name or 'bias' in name:
-                param.add_(0.5 * torch.randn(param.shape, generator=generator))
-    flax_model = load_torch_state_dict(families.build_abstract(spec), torch_model.state_dict())
-    return torch_model.eval(), flax_model, _hf(spec, to_torch_state_dict(flax_model, layout='hf5'))
 
 
 @nnx.jit
@@ -140,7 +85,7 @@ def test_tubelets_are_laid_out_as_the_conv3d_sees_them_and_unpatchify_inverts_th
 @pytest.mark.parametrize('kind', KINDS)
 @pytest.mark.parametrize('case', CASES)
 def test_loss_and_logits_agree_with_transformers(case, kind):
-    torch_model, flax_model, hf_model = _twins(case)
+    torch_model, flax_model, hf_model = twins(case)
     x, mask = videos(kind, CASES[case]), random_mask(torch_model)
     with torch.no_grad():
         expected = hf_model(pixel_values=x, bool_masked_pos=mask)
@@ -155,7 +100,7 @@ def test_loss_and_logits_agree_with_transformers(case, kind):
 
 def test_the_loss_comparison_catches_each_detail_of_transformers_targets():
     # on low-variance videos each one moves the loss by far more than the tolerance
-    torch_model, _, hf_model = _twins('norm_pix')
+    torch_model, _, hf_model = twins('norm_pix')
     x, mask = videos('low_variance', CASES['norm_pix']), random_mask(torch_model)
     with torch.no_grad():
         expected = hf_model(pixel_values=x, bool_masked_pos=mask)
@@ -186,7 +131,7 @@ def test_the_loss_comparison_catches_each_detail_of_transformers_targets():
 
 def test_layer_norm_epsilons_are_transformers_s():
     # too small an effect to show in outputs (~1e-6): checked where they are set
-    torch_model, flax_model, hf_model = _twins('norm_pix')
+    torch_model, flax_model, hf_model = twins('norm_pix')
     theirs = sorted(module.eps for module in hf_model.modules() if isinstance(module, torch.nn.LayerNorm))
     assert set(theirs) == {1e-12, 1e-5}  # layer_norm_eps, and the decoder's plain nn.LayerNorm
     assert sorted(module.eps for module in torch_model.modules() if isinstance(module, torch.nn.LayerNorm)) == theirs
@@ -196,7 +141,7 @@ def test_layer_norm_epsilons_are_transformers_s():
 def test_masking_noise_makes_a_tube_mask_that_keeps_the_smallest_noise():
     # TubeMaskingGenerator's count: int(0.7 * 16) = 11 masked a frame (keeping int(16 * 0.3) would mask 12)
     assert videomae.MASKING.num_masked(0.7, 16) == 11
-    torch_model, flax_model, _ = _twins('norm_pix')
+    torch_model, flax_model, _ = twins('norm_pix')
     noise = torch.rand(3, torch_model.num_patches, generator=torch.Generator().manual_seed(4))
     mask, count = torch_model.masking(3, noise)
     flax_mask = jax.jit(tube_mask, static_argnums=(1, 2))(jnp.asarray(noise.numpy()), 12, 2)
@@ -214,7 +159,7 @@ def test_masking_noise_makes_a_tube_mask_that_keeps_the_smallest_noise():
 
 
 def test_torch_twin_and_flax_agree_stage_by_stage_and_in_gradients():
-    torch_model, flax_model, _ = _twins('norm_pix')  # q and v biases, the encoder's final norm, norm_pix_loss
+    torch_model, flax_model, _ = twins('norm_pix')  # q and v biases, the encoder's final norm, norm_pix_loss
     spec = CASES['norm_pix']
     x = np.asarray(to_jax(videos('normal', spec)))  # (b, t, h, w, c)
     noise = torch.rand(2, spec.num_patches, generator=torch.Generator().manual_seed(5)).numpy()
@@ -238,8 +183,8 @@ def test_torch_twin_and_flax_agree_stage_by_stage_and_in_gradients():
 
 
 def test_the_encoder_is_transformers_videomae_model():
-    _, flax_model, _ = _twins('norm_pix')  # with the final norm (use_mean_pooling off)
-    model = _hf(CASES['norm_pix'], to_torch_state_dict(flax_model, layout='hf5_model'), 'VideoMAEModel')
+    _, flax_model, _ = twins('norm_pix')  # with the final norm (use_mean_pooling off)
+    model = transformers_model(CASES['norm_pix'], to_torch_state_dict(flax_model, layout='hf5_model'), 'VideoMAEModel')
     x, mask = videos('normal', CASES['norm_pix']), random_mask(flax_model)
     with torch.no_grad():
         every_token = model(pixel_values=x).last_hidden_state
@@ -250,118 +195,10 @@ def test_the_encoder_is_transformers_videomae_model():
         assert scaled_error(expected.numpy(), actual) <= tolerances.STAGE['normal']
 
 
-def _round_trip(model, state_dict, layout, encoder_only=False):
-    """`state_dict` loaded into `model`, written out again in `layout`."""
-    with pytest.warns(UserWarning, match='encoder alone') if encoder_only else _no_warning():
-        load_torch_state_dict(model, state_dict)
-    return to_torch_state_dict(model, layout=layout, encoder_only=encoder_only)
-
-
-class _no_warning:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _assert_same(actual, expected):
-    assert list(actual) == list(expected)
-    for key, value in expected.items():
-        np.testing.assert_array_equal(actual[key], np.asarray(value), err_msg=key)
-
-
-def test_every_layout_converts_exactly_both_ways(tmp_path):
-    spec = CASES['norm_pix']
-    torch_model, flax_model, hf_model = _twins('norm_pix')
-    model = families.build_abstract(spec)  # every load below writes all it is read back for
-    # MCG-NJU's layout is the torch twin's state dict, order included; its encoder alone has no 'encoder.' prefix
-    _assert_same(_round_trip(model, torch_model.state_dict(), 'mcg'), torch_model.state_dict())
-    encoder = to_torch_state_dict(flax_model, encoder_only=True)
-    assert videomae.detect(encoder) == ('ViT', 'mcg') and 'blocks.0.attn.q_bias' in encoder
-    _assert_same(_round_trip(model, encoder, 'mcg', encoder_only=True), encoder)
-    for layout in ('hf', 'hf5', 'hf_model', 'hf5_model'):
-        exported = to_torch_state_dict(flax_model, layout=layout)
-        kind = 'ViT' if layout.endswith('_model') else 'MAE'
-        assert videomae.detect(exported) == (kind, layout)
-        _assert_same(_round_trip(model, exported, layout, encoder_only=kind == 'ViT'), exported)
-    # transformers' own: its in-memory state dict, and what its save_pretrained writes (the Hub's q_bias names)
-    in_memory = {key: value.numpy() for key, value in hf_model.state_dict().items()}
-    assert set(to_torch_state_dict(flax_model, layout='hf5')) == set(in_memory)
-    converted = _round_trip(model, in_memory, 'hf5')
-    for key, value in in_memory.items():
-        np.testing.assert_array_equal(converted[key], value, err_msg=key)
-    hf_model.save_pretrained(tmp_path / 'saved')
-    saved = safetensors.numpy.load_file(tmp_path / 'saved' / 'model.safetensors')
-    assert 'videomae.encoder.layer.0.attention.attention.q_bias' in saved
-    assert videomae.detect(saved) == ('MAE', 'hf')
-    _assert_same(dict(sorted(_round_trip(model, saved, 'hf').items())), dict(sorted(saved.items())))
-    # a scanned model holds the same weights per block
-    scanned = nnx.eval_shape(lambda: mae_flax.build(spec, rngs=nnx.Rngs(0), scan_layers=True))
-    from_scanned = to_torch_state_dict(load_torch_state_dict(scanned, saved), layout='hf')
-    _assert_same(dict(sorted(from_scanned.items())), dict(sorted(saved.items())))
-
-
-def test_an_hf_export_loads_in_transformers_with_every_key(tmp_path):
-    spec = CASES['gray_non_square_tubelet1']
-    _, flax_model, hf_model = _twins('gray_non_square_tubelet1')
-    config, processor = hf.config_from_spec(spec)
-    (tmp_path / 'config.json').write_text(json.dumps(config))
-    (tmp_path / 'preprocessor_config.json').write_text(json.dumps(processor))
-    safetensors.numpy.save_file(to_torch_state_dict(flax_model, layout='hf'), tmp_path / 'model.safetensors')
-    model, info = transformers().VideoMAEForPreTraining.from_pretrained(
-        tmp_path, output_loading_info=True, attn_implementation='eager'
-    )
-    assert not any(info[name] for name in ('missing_keys', 'unexpected_keys', 'mismatched_keys')), info
-    for name, value in model.state_dict().items():
-        np.testing.assert_array_equal(value.numpy(), hf_model.state_dict()[name].numpy(), err_msg=name)
-
-
-def test_detect_tells_videomae_from_vit_mae():
-    config = transformers().ViTMAEConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                         intermediate_size=32, image_size=16, patch_size=4)  # fmt: skip
-    vit_mae = transformers().ViTMAEModel(config).state_dict()
-    assert families.detect(vit_mae, 'vit_mae')[0].name == 'official'
-    _, flax_model, _ = _twins('norm_pix')
-    for layout in videomae.LAYOUTS + ('hf_model', 'hf5_model'):
-        family, kind = families.detect(to_torch_state_dict(flax_model, layout=layout), layout)
-        assert (family.name, kind) == ('videomae', 'ViT' if layout.endswith('_model') else 'MAE')
-
-
-def test_infer_reads_the_shapes_and_takes_the_rest_from_the_hf_config(tmp_path):
-    for case, spec in CASES.items():
-        _, flax_model, _ = _twins(case)
-        config, processor = hf.config_from_spec(spec)
-        # what save_pretrained writes: only the fields that differ from VideoMAEConfig's defaults
-        transformers().VideoMAEConfig(**config).save_pretrained(tmp_path / case)
-        saved = json.loads((tmp_path / case / 'config.json').read_text())
-        given = hf.given_from_config(saved, processor, 'config.json')
-        for layout in ('hf', 'hf5'):
-            inferred, sources = infer(to_torch_state_dict(flax_model, layout=layout), given, case)
-            assert inferred.with_fields('mae', mask_ratio=0.75) == spec, case
-        assert sources['hidden_size'] == 'from config.json' and sources['mask_ratio'] == 'assumed'
-    # MCG-NJU's files say nothing but their weights: the head counts are asked for, the rest assumed upstream's
-    mcg = to_torch_state_dict(flax_model)
-    with pytest.raises(UsageError, match='pass --num_attention_heads'):
-        infer(mcg, {}, 'checkpoint.pth')
-    heads = {'num_attention_heads': (4, 'flag'), 'decoder_num_attention_heads': (2, 'flag')}
-    inferred, sources = infer(mcg, heads | {'image_size': ((16, 24), 'flag'), 'num_frames': (2, 'flag')}, 'x.pth')
-    assert inferred.encoder['layer_norm_eps'] == inferred.mae['decoder_norm_eps'] == 1e-6
-    assert sources['layer_norm_eps'] == 'assumed' and sources['qkv_bias'] == 'inferred'
-    assert (
-        inferred.with_fields('encoder', layer_norm_eps=1e-12).with_fields('mae', decoder_norm_eps=1e-5, mask_ratio=0.75)
-        == spec
-    )
-    with pytest.raises(UsageError, match='num_frames 3 must be divisible by tubelet_size 2'):
-        infer(to_torch_state_dict(_twins('norm_pix')[1]), heads | {'num_frames': (3, 'flag')}, 'x.pth')
-    with pytest.raises(UsageError, match="transformers' VideoMAE decoder norm has eps 1e-05"):
-        hf.config_from_spec(spec.with_fields('mae', decoder_norm_eps=1e-6))
-
-
 @pytest.mark.parametrize('pool', POOLS)
 def test_the_classifier_is_transformers_video_classification(pool):
     spec = CASES['norm_pix']  # an encoder with its final norm, which pool 'first' uses
-    _, mae, _ = _twins('norm_pix')
+    _, mae, _ = twins('norm_pix')
     family = families.get('videomae')
     torch.manual_seed(0)
     twin = family.build_classifier_torch(spec, num_classes=5, pool=pool)
@@ -380,7 +217,7 @@ def test_the_classifier_is_transformers_video_classification(pool):
         hf_state |= {key: value for key, value in merged.items() if key.startswith('fc_norm.')}
     hf_state |= {'classifier.weight': merged['head.weight'], 'classifier.bias': merged['head.bias']}
     hf_spec = spec.with_fields('encoder', use_mean_pooling=pool == 'mean')
-    hf_model = _hf(hf_spec, hf_state, 'VideoMAEForVideoClassification', num_labels=5)
+    hf_model = transformers_model(hf_spec, hf_state, 'VideoMAEForVideoClassification', num_labels=5)
 
     x = videos('normal', spec)
     with torch.no_grad():
@@ -422,7 +259,7 @@ def test_weight_decay_and_layer_decay_follow_mcg_nju():
 
 @pytest.mark.parametrize('backend', ['torch', 'flax'])
 def test_bad_input_is_a_clear_error(backend):
-    torch_model, flax_model, _ = _twins('norm_pix')
+    torch_model, flax_model, _ = twins('norm_pix')
     x = videos('normal', CASES['norm_pix'])
     if backend == 'torch':
         model, x, array = torch_model, x, torch.from_numpy

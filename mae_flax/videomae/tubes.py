@@ -10,24 +10,12 @@ from einops import rearrange
 
 from mae_core.fields import pair
 from mae_core.videomae import MASKING, NORM_PIX_EPS, TARGET_MEAN, TARGET_STD
+from mae_flax.patches import check_batch
 
 
 def check_video(videos, *, channels, num_frames, image_size):
     """Raises unless `videos` is a non-empty floating (b, num_frames, height, width, channels) batch."""
-    if not isinstance(videos, jax.Array | np.ndarray):
-        raise TypeError(f'expected a jax or numpy array video batch, got {type(videos).__name__}')
-    if not np.issubdtype(videos.dtype, np.floating):
-        raise TypeError(
-            f'expected floating point videos (pixels standardised as the model was trained), got {videos.dtype}'
-        )
-    expected = (num_frames, *pair(image_size), channels)
-    if videos.ndim != 5 or tuple(videos.shape[1:]) != expected:
-        raise ValueError(
-            f'expected videos of shape (batch, {", ".join(map(str, expected))}) '
-            f'(batch, frames, height, width, channels), got {tuple(videos.shape)}'
-        )
-    if videos.shape[0] == 0:
-        raise ValueError('expected at least one video, got an empty batch')
+    check_batch(videos, (num_frames, *pair(image_size), channels), 'frames, height, width, channels', 'video')
 
 
 def check_bool_masked_pos(bool_masked_pos, batch, num_tokens, traced_count):

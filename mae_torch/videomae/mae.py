@@ -25,24 +25,12 @@ from mae_core.videomae import (
 )
 from mae_torch.masking import check_noise
 from mae_torch.official.mae import Mlp
+from mae_torch.patches import check_batch
 
 
 def check_video(videos, *, channels, num_frames, image_size):
     """Raises unless `videos` is a non-empty floating (b, num_frames, channels, height, width) batch."""
-    if not isinstance(videos, torch.Tensor):
-        raise TypeError(f'expected a torch.Tensor video batch, got {type(videos).__name__}')
-    if not videos.dtype.is_floating_point:
-        raise TypeError(
-            f'expected floating point videos (pixels standardised as the model was trained), got {videos.dtype}'
-        )
-    expected = (num_frames, channels, *pair(image_size))
-    if videos.ndim != 5 or tuple(videos.shape[1:]) != expected:
-        raise ValueError(
-            f'expected videos of shape (batch, {", ".join(map(str, expected))}) '
-            f'(batch, frames, channels, height, width), got {tuple(videos.shape)}'
-        )
-    if videos.shape[0] == 0:
-        raise ValueError('expected at least one video, got an empty batch')
+    check_batch(videos, (num_frames, channels, *pair(image_size)), 'frames, channels, height, width', 'video')
 
 
 def check_bool_masked_pos(bool_masked_pos, batch, num_tokens):

@@ -122,23 +122,31 @@ class ClassFolder(sources.FolderSource):
     def __init__(self, folder, classes, channels, leave_out=False):
         self.leave_out = leave_out
         super().__init__(folder, channels)
-        index = {name: k for k, name in enumerate(classes)}
-        stray = [name for name in self.files if '/' not in name]
-        if stray:
-            raise UsageError(f'{folder}/{stray[0]} is not in a class folder: expected {folder}/<class>/<image>')
-        unknown = sorted({name.split('/')[0] for name in self.files} - set(index))
-        if unknown:
-            raise UsageError(f'{folder}/{unknown[0]} is not a class of train/ ({", ".join(classes)})')
-        self.labels = np.array([index[name.split('/')[0]] for name in self.files], np.int32)
+        self.labels = class_labels(folder, self.files, classes, 'image')
 
 
-def _classes(folder):
+def class_labels(folder, files, classes, noun):
+    """(n,) int32: the class of each of `files` (paths under `folder`), the name of its top sub-folder; one line for a
+    file outside a class folder or in a folder that is not one of `classes` (train/'s). `noun`: 'image' or 'video'."""
+    index = {name: k for k, name in enumerate(classes)}
+    stray = [name for name in files if len(Path(name).parts) == 1]
+    if stray:
+        raise UsageError(f'{folder}/{stray[0]} is not in a class folder: expected {folder}/<class>/<{noun}>')
+    unknown = sorted({Path(name).parts[0] for name in files} - set(index))
+    if unknown:
+        raise UsageError(f'{folder}/{unknown[0]} is not a class of train/ ({", ".join(classes)})')
+    return np.array([index[Path(name).parts[0]] for name in files], np.int32)
+
+
+def class_names(folder, has_items, noun):
+    """The sorted names of `folder`'s sub-folders, each holding at least one item (`has_items(sub-folder)`); one
+    line otherwise. `noun`: 'image' or 'video'."""
     classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith('.'))
     if not classes:
-        raise UsageError(f'{folder} has no class folders: expected {folder}/<class>/<image>')
+        raise UsageError(f'{folder} has no class folders: expected {folder}/<class>/<{noun}>')
     for name in classes:
-        if not sources.image_index(folder / name):
-            raise UsageError(f'class {name!r} has no images in {folder / name}: every class needs at least one')
+        if not has_items(folder / name):
+            raise UsageError(f'class {name!r} has no {noun}s in {folder / name}: every class needs at least one')
     return tuple(classes)
 
 
@@ -146,7 +154,7 @@ def image_folder(root, channels):
     root = Path(root)
     if not (root / 'train').is_dir() or not (root / 'val').is_dir():
         raise UsageError(f'{root}: expected an ImageFolder layout, {root}/train/<class>/* and {root}/val/<class>/*')
-    classes = _classes(root / 'train')
+    classes = class_names(root / 'train', sources.image_index, 'image')
     train = ClassFolder(root / 'train', classes, channels)
     val = ClassFolder(root / 'val', classes, channels, leave_out=True)
     return Labeled(Split(train, train.labels), Split(val, val.labels), classes)

@@ -19,7 +19,6 @@ shorter side resized to the model's and centre-cropped (its image processor's); 
 left out of the count with one warning naming it, never replaced.
 """
 
-import os
 import warnings
 from pathlib import Path
 
@@ -124,14 +123,7 @@ class ClassVideos(VideoFolder):
 
     def __init__(self, folder, classes, channels):
         super().__init__(folder, channels)
-        index = {name: k for k, name in enumerate(classes)}
-        stray = [name for name in self.files if len(Path(name).parts) == 1]
-        if stray:
-            raise UsageError(f'{folder}/{stray[0]} is not in a class folder: expected {folder}/<class>/<video>')
-        unknown = sorted({Path(name).parts[0] for name in self.files} - set(index))
-        if unknown:
-            raise UsageError(f'{folder}/{unknown[0]} is not a class of train/ ({", ".join(classes)})')
-        self.labels = np.array([index[Path(name).parts[0]] for name in self.files], np.int32)
+        self.labels = labeled.class_labels(folder, self.files, classes, 'video')
 
     def clip_or_none(self, index, count, stride, image_size):
         """The central clip of video `index`, centre-cropped, or None if it cannot be decoded (named in a warning
@@ -150,22 +142,12 @@ class ClassVideos(VideoFolder):
         return _centred(frames, image_size)
 
 
-def _classes(folder):
-    classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith('.'))
-    if not classes:
-        raise UsageError(f'{folder} has no class folders: expected {folder}/<class>/<video>')
-    for name in classes:
-        if _first_kind(folder / name) != 'videos':
-            raise UsageError(f'class {name!r} has no videos in {folder / name}: every class needs at least one')
-    return tuple(classes)
-
-
 def video_folder(root, channels):
     """A Kinetics layout, ROOT/train/<class>/* and ROOT/val/<class>/*."""
     root = Path(root)
     if not (root / 'train').is_dir() or not (root / 'val').is_dir():
         raise UsageError(f'{root}: expected the Kinetics layout, {root}/train/<class>/*.mp4 and {root}/val/<class>/*')
-    classes = _classes(root / 'train')
+    classes = labeled.class_names(root / 'train', lambda folder: _first_kind(folder) == 'videos', 'video')
     train = ClassVideos(root / 'train', classes, channels)
     val = ClassVideos(root / 'val', classes, channels)
     return Labeled(Split(train, train.labels), Split(val, val.labels), classes)
